@@ -1,0 +1,91 @@
+# The workshop's whole set-up is `make workshop` then `make test` (see README.md).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BASE ?= python3.11
+VENV        := .venv
+PY          := $(VENV)/bin/python
+STAMP       := $(VENV)/.installed-$(shell cat requirements/workshop.txt pyproject.toml 2>/dev/null | sha256sum | cut -c1-12)
+PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check
+REFERENCE   := .venvs/reference
+TIMINGS     := build/timings.jsonl
+PIP_VERSION := 25.3
+
+.PHONY: help workshop setup env wheelhouse models up down status lab notebooks book test test-unit \
+        test-notebooks test-nbval bench lock reference-env clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+workshop:  ## set up everything, start the local stack, run every notebook, build the book
+	@mkdir -p build; start=$$(date +%s); \
+	$(MAKE) --no-print-directory setup && setup_done=$$(date +%s) && \
+	$(MAKE) --no-print-directory up notebooks book && end=$$(date +%s) && \
+	echo "{\"event\": \"workshop\", \"setup_s\": $$((setup_done-start)), \"total_s\": $$((end-start))}" >> $(TIMINGS) && \
+	$(PY) tools/summary.py
+
+setup: env models  ## environment + verified models (idempotent)
+
+wheelhouse:  ## build llama-cpp-python once, portably (no -march=native), into the user cache
+	@$(PYTHON_BASE) tools/wheelhouse.py
+
+$(STAMP): requirements/workshop.txt pyproject.toml
+	@$(PYTHON_BASE) tools/wheelhouse.py
+	@test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
+	@$(PIP_INSTALL) pip==$(PIP_VERSION)
+	@echo "env: installing the pinned set from requirements/workshop.txt into $(VENV)"
+	@$(PIP_INSTALL) --only-binary=llama-cpp-python --find-links build/wheelhouse -r requirements/workshop.txt
+	@$(PIP_INSTALL) --no-deps --no-build-isolation -e .
+	@rm -f $(VENV)/.installed-*; touch $@
+
+env: $(STAMP)  ## the pinned Python environment in .venv
+
+models: env  ## fetch or assemble the models and verify their checksums
+	@$(PY) -m helpers.models fetch
+
+up: env models  ## start the local stack and wait until healthy
+	@$(PY) -m helpers.stack up
+
+down:  ## stop the local stack; leaves no process behind
+	@if [ -x $(PY) ]; then $(PY) -m helpers.stack down; else echo "nothing to stop (no environment)"; fi
+
+status: env  ## show the local services, their state and URLs
+	@$(PY) -m helpers.stack status
+
+lab: env  ## open JupyterLab on the notebooks (loopback only)
+	@$(VENV)/bin/jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks
+
+notebooks: env  ## execute every notebook in order (TARGET=local) into build/executed/
+	@$(PY) tools/run_notebooks.py --out build/executed
+
+book: env  ## build the Jupyter Book from the executed notebooks into build/book/
+	@$(PY) tools/build_book.py
+
+test: setup reference-env  ## the whole suite: unit, notebooks under papermill, nbval, book
+	@$(MAKE) --no-print-directory test-unit test-notebooks test-nbval book; rc=$$?; \
+	$(PY) -m helpers.stack down >/dev/null; exit $$rc
+
+test-unit: env
+	@$(PY) -m pytest tests -m "not notebooks" -q
+
+test-notebooks: env
+	@$(PY) -m pytest tests -m notebooks -q
+
+test-nbval: env
+	@$(PY) -m pytest --nbval notebooks --nbval-sanitize-with tests/sanitize.cfg -p no:cacheprovider -q
+
+bench: setup  ## measure the figures the issues name (ratios against a baseline in the same run)
+	@$(PY) tools/bench.py
+
+reference-env:  ## sentence-transformers (CPU torch) for the embedding parity test
+	@test -f $(REFERENCE)/.installed || ( $(PYTHON_BASE) -m venv $(REFERENCE) && \
+	  $(REFERENCE)/bin/pip install --quiet pip==$(PIP_VERSION) && $(REFERENCE)/bin/pip install --quiet --disable-pip-version-check -r requirements/reference.txt && \
+	  touch $(REFERENCE)/.installed )
+
+lock:  ## re-resolve requirements/workshop.in into requirements/workshop.txt and environment.yml
+	@rm -rf build/lock-venv && $(PYTHON_BASE) tools/wheelhouse.py && $(PYTHON_BASE) -m venv build/lock-venv && \
+	build/lock-venv/bin/pip install --quiet pip==$(PIP_VERSION) && build/lock-venv/bin/pip install --quiet --only-binary=llama-cpp-python --find-links build/wheelhouse \
+	  -r requirements/workshop.in && $(PYTHON_BASE) tools/pins.py lock build/lock-venv/bin/python
+
+clean: down  ## remove build output and environments (keeps the model and wheel cache)
+	rm -rf build $(VENV) .venvs

@@ -1,0 +1,58 @@
+"""The local model servers: llama.cpp's OpenAI-compatible server, the laptop stand-in for vLLM."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from helpers.config import Settings
+from helpers.models import fetch
+
+
+def server_config(settings: Settings, model_name: str, alias: str, port: int, embedding: bool) -> dict:
+    """The llama_cpp.server config for one model on one loopback port."""
+    model: dict[str, object] = {
+        "model": str(fetch(model_name)),
+        "model_alias": alias,
+        "n_threads": settings.threads,
+        "n_threads_batch": settings.threads,
+        "verbose": False,
+    }
+    if embedding:
+        model.update({"embedding": True, "n_ctx": 512, "n_batch": 512, "n_ubatch": 512})
+    else:
+        model.update({"n_ctx": settings.chat_context})
+    key = settings.model_server_api_key
+    return {
+        "host": settings.host,
+        "port": port,
+        "api_key": key.get_secret_value() if key else None,
+        "models": [model],
+    }
+
+
+def write_config(settings: Settings, name: str, config: dict) -> Path:
+    """Write a server config (it holds the API key) into the state folder, readable by the owner only."""
+    path = settings.state_dir / "config" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+def chat_server_command(settings: Settings) -> list[str]:
+    """Command line of the chat model server (fetches and verifies the model first)."""
+    config = server_config(settings, settings.chat_model, settings.served_chat_model,
+                           settings.model_server_port, embedding=False)
+    return [sys.executable, "-m", "llama_cpp.server", "--config_file",
+            str(write_config(settings, "model-server", config))]
+
+
+def embedding_server_command(settings: Settings) -> list[str]:
+    """Command line of the embedding model server (fetches and verifies the model first)."""
+    config = server_config(settings, settings.embedding_model, settings.served_embedding_model,
+                           settings.embedding_server_port, embedding=True)
+    return [sys.executable, "-m", "llama_cpp.server", "--config_file",
+            str(write_config(settings, "embedding-server", config))]
