@@ -25,6 +25,8 @@ SECRET_PATTERNS = [
 PATH_PATTERN = re.compile(r"(?<![\w.])/(?:root|home|tmp|work|Users|private/var)/[^\s'\"<>)\],]*")
 VOLATILE_NB_META = ("papermill",)
 VOLATILE_CELL_META = ("execution", "papermill")
+IGNORE_MARKER = "# NBVAL_IGNORE_OUTPUT"  # first line of a cell whose output varies; the reason may follow
+IGNORE_TAG = "nbval-ignore-output"
 
 
 def env_secrets() -> list[str]:
@@ -71,6 +73,11 @@ def sanitize(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         for key in VOLATILE_CELL_META:
             cell.metadata.pop(key, None)
         if cell.cell_type == "code":
+            tags = cell.metadata.setdefault("tags", [])
+            if cell.source.lstrip().startswith(IGNORE_MARKER) and IGNORE_TAG not in tags:
+                tags.append(IGNORE_TAG)  # nbval only honours a bare marker line; the tag carries the intent
+            if not tags:
+                del cell.metadata["tags"]
             cell.execution_count = count
             outputs = []
             for out in cell.outputs:
