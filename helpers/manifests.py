@@ -265,6 +265,24 @@ def render_text(
     return _environment(chapter).get_template(template).render(**context)
 
 
+def render_object_text(
+    chapter: str,
+    template: str,
+    name: str,
+    target: str | None = None,
+    flavour: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    settings: Settings | None = None,
+) -> str:
+    """The commented YAML of one object (by metadata.name) from a template that renders several."""
+    text = render_text(chapter, template, target, flavour, overrides, settings)
+    for part in re.split(r"^---[ \t]*\n", text, flags=re.M):
+        doc = yaml.safe_load(part) if part.strip() else None
+        if isinstance(doc, dict) and (doc.get("metadata") or {}).get("name") == name:
+            return part.strip("\n") + "\n"
+    raise KeyError(f"{template} of chapter {chapter} renders no object named {name!r}")
+
+
 def render_chapter(
     chapter: str,
     target: str | None = None,

@@ -314,3 +314,87 @@ def test_quota_classes() -> None:
     assert aws.quota_for_category("g") == aws.QUOTAS["gpu"]
     assert aws.quota_for_category("inf") == aws.QUOTAS["inferentia"]
     assert aws.quota_for_category("m") == aws.QUOTAS["standard"]
+
+
+# ---------------------------------------------------------------- the EKS Auto Mode cluster
+
+
+def test_cluster_request_is_a_valid_auto_mode_create_cluster_call() -> None:
+    """The request the notebook shows is accepted by botocore's CreateCluster model, and is Auto Mode."""
+    settings = Settings(_env_file=None, cluster_name="test-cluster")
+    request = aws.cluster_request("111122223333", ["subnet-a", "subnet-b"], "1.36", settings)
+    assert request["computeConfig"]["enabled"] and request["storageConfig"]["blockStorage"]["enabled"]
+    assert request["kubernetesNetworkConfig"]["elasticLoadBalancing"]["enabled"], "Auto Mode needs all three on"
+    assert request["computeConfig"]["nodeRoleArn"].endswith(":role/AmazonEKSAutoNodeRole")
+    assert request["accessConfig"]["authenticationMode"] == "API"
+    assert request["tags"] == {"workshop": "llm-eks-workshop"}
+    eks, stub = stubbed("eks")
+    creating = {"cluster": {"name": "test-cluster", "status": "CREATING"}}
+    active = {"cluster": {"name": "test-cluster", "status": "ACTIVE"}}
+    stub.add_response("create_cluster", creating, request)
+    stub.add_response("describe_cluster", active, {"name": "test-cluster"})  # the cluster_active waiter's poll
+    stub.add_response("describe_cluster", active, {"name": "test-cluster"})
+    with stub:
+        described = aws.create_cluster(request, eks)
+    stub.assert_no_pending_responses()
+    assert described["status"] == "ACTIVE"
+
+
+def test_cluster_request_defaults_to_the_validated_kubernetes_version() -> None:
+    from helpers.manifests import KUBERNETES_VERSION
+
+    assert aws.cluster_request("111122223333", ["subnet-a", "subnet-b"])["version"] == KUBERNETES_VERSION
+
+
+def test_create_cluster_reuses_an_existing_cluster() -> None:
+    request = aws.cluster_request("111122223333", ["subnet-a", "subnet-b"], "1.36", Settings(_env_file=None))
+    eks, stub = stubbed("eks")
+    stub.add_client_error("create_cluster", service_error_code="ResourceInUseException", expected_params=request)
+    active = {"cluster": {"name": request["name"], "status": "ACTIVE"}}
+    stub.add_response("describe_cluster", active, {"name": request["name"]})
+    with stub:
+        assert aws.create_cluster(request, eks, wait=False)["status"] == "ACTIVE"
+
+
+def test_create_cluster_explains_a_refusal() -> None:
+    request = aws.cluster_request("111122223333", ["subnet-a", "subnet-b"], "1.36", Settings(_env_file=None))
+    eks, stub = stubbed("eks")
+    stub.add_client_error(
+        "create_cluster", service_error_code="AccessDeniedException", service_message="no", expected_params=request
+    )
+    with stub, pytest.raises(aws.AwsUnavailable) as caught:
+        aws.create_cluster(request, eks, wait=False)
+    assert "AccessDeniedException" in caught.value.message
+
+
+def test_find_private_subnets_needs_two_zones() -> None:
+    ec2, stub = stubbed("ec2")
+    expected = {"Filters": [{"Name": "tag:kubernetes.io/role/internal-elb", "Values": ["1"]}]}
+    two = [
+        {"SubnetId": "subnet-b", "VpcId": "vpc-1", "AvailabilityZone": "us-west-2b"},
+        {"SubnetId": "subnet-a", "VpcId": "vpc-1", "AvailabilityZone": "us-west-2a"},
+    ]
+    stub.add_response("describe_subnets", {"Subnets": two}, expected)
+    stub.add_response("describe_subnets", {"Subnets": two[:1]}, expected)
+    with stub:
+        assert aws.find_private_subnets(ec2) == ["subnet-a", "subnet-b"]
+        with pytest.raises(aws.AwsUnavailable, match="two availability zones"):
+            aws.find_private_subnets(ec2)
+
+
+def test_missing_roles_reads_iam() -> None:
+    iam, stub = stubbed("iam", "us-east-1")
+    role = {
+        "Path": "/",
+        "RoleName": aws.AUTO_MODE_CLUSTER_ROLE,
+        "RoleId": "AROAEXAMPLEEXAMPLE1",
+        "Arn": f"arn:aws:iam::111122223333:role/{aws.AUTO_MODE_CLUSTER_ROLE}",
+        "CreateDate": "2026-01-01T00:00:00Z",
+    }
+    stub.add_response("get_role", {"Role": role}, {"RoleName": aws.AUTO_MODE_CLUSTER_ROLE})
+    stub.add_client_error(
+        "get_role", service_error_code="NoSuchEntity", expected_params={"RoleName": aws.AUTO_MODE_NODE_ROLE}
+    )
+    with stub:
+        missing = aws.missing_roles([aws.AUTO_MODE_CLUSTER_ROLE, aws.AUTO_MODE_NODE_ROLE], iam)
+    assert missing == [aws.AUTO_MODE_NODE_ROLE]

@@ -141,3 +141,99 @@ def test_broken_kubeconfig_is_reported(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(k8s.ClusterUnreachable) as caught:
         k8s.cluster_reachable()
     assert "cannot be used" in caught.value.message
+
+
+# ---------------------------------------------------------------- operators and monitors
+
+
+def test_every_operator_chart_is_pinned_to_an_exact_version() -> None:
+    import re
+
+    for flavour in ("auto-mode", "karpenter"):
+        for release in k8s.operator_releases(flavour):
+            assert re.fullmatch(r"\d+\.\d+\.\d+", release.version), release.name
+            install = release.commands("values.yaml")[-1]
+            assert install[install.index("--version") + 1] == release.version
+            assert release.uninstall_command()[:3] == ["helm", "uninstall", release.name]
+    names = {flavour: [r.name for r in k8s.operator_releases(flavour)] for flavour in ("auto-mode", "karpenter")}
+    assert "nvidia-device-plugin" not in names["auto-mode"], "Auto Mode ships the device plugin"
+    assert {"karpenter", "nvidia-device-plugin"} <= set(names["karpenter"])
+    assert names["auto-mode"] == ["kuberay-operator", "kube-prometheus-stack"]
+
+
+def _vllm_deployment(component: str = "vllm", port: str = "http") -> dict:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "vllm-reasoning", "namespace": "llm-workshop"},
+        "spec": {
+            "template": {
+                "metadata": {
+                    "labels": {
+                        "app.kubernetes.io/part-of": "llm-eks-workshop",
+                        "app.kubernetes.io/component": component,
+                    }
+                },
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "vllm",
+                            "image": "vllm/vllm-openai:v0.12.0",
+                            "ports": [{"name": port, "containerPort": 8000}],
+                        }
+                    ]
+                },
+            }
+        },
+    }
+
+
+def _rayservice() -> dict:
+    pod = {"metadata": {"labels": {}}, "spec": {"containers": [{"name": "ray", "image": "rayproject/ray:2.60.0"}]}}
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": {"name": "embeddings", "namespace": "llm-workshop"},
+        "spec": {
+            "rayClusterConfig": {
+                "headGroupSpec": {"template": pod},
+                "workerGroupSpecs": [{"groupName": "cpu", "template": pod}],
+            }
+        },
+    }
+
+
+def test_monitors_select_the_vllm_and_ray_pods() -> None:
+    monitors = k8s.monitors("llm-workshop")
+    rows = k8s.monitor_coverage([_vllm_deployment(), _rayservice()], monitors)
+    assert [(r["what"], r["scraped by"]) for r in rows] == [
+        ("vLLM", "vllm"),
+        ("Ray head", "ray"),
+        ("Ray worker cpu", "ray"),
+    ]
+    stack = next(r for r in k8s.operator_releases("auto-mode") if r.name == "kube-prometheus-stack")
+    assert stack.values["prometheus"]["additionalPodMonitors"] == monitors
+
+
+def test_a_monitor_that_selects_nothing_is_reported() -> None:
+    monitors = k8s.monitors("llm-workshop")
+    for bad in (_vllm_deployment(component="model"), _vllm_deployment(port="api")):
+        assert k8s.monitor_coverage([bad], monitors)[0]["scraped by"].startswith("NONE")
+    elsewhere = k8s.monitors("other-namespace")
+    assert k8s.monitor_coverage([_rayservice()], elsewhere)[0]["scraped by"].startswith("NONE")
+
+
+def test_label_selector_expressions() -> None:
+    labels = {"a": "1", "b": "2"}
+    assert k8s.label_selector_matches({"matchExpressions": [{"key": "a", "operator": "In", "values": ["1"]}]}, labels)
+    assert not k8s.label_selector_matches({"matchExpressions": [{"key": "c", "operator": "Exists"}]}, labels)
+    absent = {"matchLabels": {"b": "2"}, "matchExpressions": [{"key": "c", "operator": "DoesNotExist"}]}
+    assert k8s.label_selector_matches(absent, labels)
+    assert not k8s.label_selector_matches({"matchLabels": {"b": "3"}}, labels)
+
+
+def test_install_operators_needs_helm(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr("shutil.which", lambda _name: None)
+    assert k8s.helm_available() is None
+    with pytest.raises(RuntimeError, match="helm is not installed"):
+        k8s.install_operators(k8s.operator_releases("auto-mode"), str(tmp_path))

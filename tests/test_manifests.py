@@ -369,3 +369,13 @@ def test_project_schemas_are_strict() -> None:
         ("eks.amazonaws.com/v1", "NodeClass"),
         ("ray.io/v1", "RayService"),
     }
+
+
+def test_render_object_text_returns_one_commented_object() -> None:
+    text = m.render_object_text("01-nodepools", "nodepools.yaml.j2", "gpu", target="eks", flavour="karpenter")
+    doc = yaml.safe_load(text)
+    assert doc["kind"] == "NodePool" and doc["metadata"]["name"] == "gpu"
+    assert "# a spend cap" in text and "graviton" not in doc["metadata"]["name"]
+    assert "karpenter.k8s.aws/instance-family" in text
+    with pytest.raises(KeyError):
+        m.render_object_text("01-nodepools", "nodepools.yaml.j2", "no-such-pool")
