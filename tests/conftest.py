@@ -22,10 +22,11 @@ def free_port() -> int:
 
 @pytest.fixture
 def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[config.Settings]:
-    """Settings with their own state folder and free ports (the model cache stays shared)."""
+    """Settings with their own state folder and a free port for every service (the model cache stays shared)."""
     monkeypatch.setenv("WORKSHOP_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("WORKSHOP_MODEL_SERVER_PORT", str(free_port()))
-    monkeypatch.setenv("WORKSHOP_EMBEDDING_SERVER_PORT", str(free_port()))
+    for field in config.Settings.model_fields:  # every service port, including those later chapters add
+        if field.endswith("_port"):
+            monkeypatch.setenv(f"WORKSHOP_{field.upper()}", str(free_port()))
     yield config.reload_settings()
     monkeypatch.undo()
     config.reload_settings()

@@ -27,14 +27,19 @@ def isolated_env() -> dict[str, str]:
     """A state folder and ports of its own, so the bench never disturbs a running workshop stack."""
     import socket
 
+    sys.path.insert(0, str(ROOT))
+    from helpers.config import Settings
+
     def free() -> int:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             return s.getsockname()[1]
 
-    state = tempfile.mkdtemp(prefix="workshop-bench-")
-    return {"WORKSHOP_STATE_DIR": state, "WORKSHOP_MODEL_SERVER_PORT": str(free()),
-            "WORKSHOP_EMBEDDING_SERVER_PORT": str(free())}
+    env = {"WORKSHOP_STATE_DIR": tempfile.mkdtemp(prefix="workshop-bench-")}
+    for field in Settings.model_fields:
+        if field.endswith("_port"):
+            env[f"WORKSHOP_{field.upper()}"] = str(free())
+    return env
 
 
 def bench_stack_up() -> dict[str, object]:
@@ -106,16 +111,40 @@ def recorded_workshop_runs() -> list[dict[str, object]]:
             row("last `make workshop`: total", f"{last['total_s']} s", "notebooks <= 600 s (issue 7)", None)]
 
 
+# Each chapter's figures live beside their topic: (module in tools/, function returning a row or rows).
+CHAPTER_BENCHES: list[tuple[str, str]] = [
+    ("bench_models", "bench_chat_bandwidth"),
+    ("bench_ray", "bench_embeddings_ratio"),
+    ("bench_gateway", "bench_gateway"),
+    ("bench_knowledge", "bench_ingest"),
+]
+
+
+def chapter_rows() -> list[dict[str, object]]:
+    """Rows from every chapter bench present in tools/."""
+    import importlib
+
+    rows: list[dict[str, object]] = []
+    for module, func in CHAPTER_BENCHES:
+        if not (ROOT / "tools" / f"{module}.py").exists():
+            continue
+        result = getattr(importlib.import_module(module), func)()
+        rows.extend(result if isinstance(result, list) else [result])
+    return rows
+
+
 def main() -> int:
     """Run every bench in an isolated stack and print the report."""
     os.environ.update(isolated_env())
     sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "tools"))
     from helpers import stack
 
     rows = []
     try:
         rows.append(bench_stack_up())
         rows.append(bench_chat_ratio())
+        rows.extend(chapter_rows())
     finally:
         stack.down()
     rows.append(bench_warm_setup())
