@@ -8,11 +8,13 @@ PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed-$(shell cat requirements/workshop.txt pyproject.toml 2>/dev/null | sha256sum | cut -c1-12)
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check
 REFERENCE   := .venvs/reference
+LITELLM     := .venvs/litellm
+LITELLM_STAMP := $(LITELLM)/.installed-$(shell sha256sum requirements/litellm.txt 2>/dev/null | cut -c1-12)
 TIMINGS     := build/timings.jsonl
 PIP_VERSION := 25.3
 
-.PHONY: help workshop setup env wheelhouse models up down status lab notebooks book test test-unit \
-        test-notebooks test-nbval bench lock reference-env clean
+.PHONY: help workshop setup env gateway-env wheelhouse models up down status lab notebooks book test test-unit \
+        test-notebooks test-nbval test-book bench lock reference-env clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -24,7 +26,7 @@ workshop:  ## set up everything, start the local stack, run every notebook, buil
 	echo "{\"event\": \"workshop\", \"setup_s\": $$((setup_done-start)), \"total_s\": $$((end-start))}" >> $(TIMINGS) && \
 	$(PY) tools/summary.py
 
-setup: env models  ## environment + verified models (idempotent)
+setup: env gateway-env models  ## environments + verified models (idempotent)
 
 wheelhouse:  ## build llama-cpp-python once, portably (no -march=native), into the user cache
 	@$(PYTHON_BASE) tools/wheelhouse.py
@@ -39,6 +41,15 @@ $(STAMP): requirements/workshop.txt pyproject.toml
 	@rm -f $(VENV)/.installed-*; touch $@
 
 env: $(STAMP)  ## the pinned Python environment in .venv
+
+$(LITELLM_STAMP): requirements/litellm.txt
+	@test -x $(LITELLM)/bin/python || $(PYTHON_BASE) -m venv $(LITELLM)
+	@echo "env: installing the LiteLLM proxy's own pinned set (requirements/litellm.txt) into $(LITELLM)"
+	@$(LITELLM)/bin/pip install --quiet --disable-pip-version-check pip==$(PIP_VERSION)
+	@$(LITELLM)/bin/pip install --quiet --disable-pip-version-check -r requirements/litellm.txt
+	@rm -f $(LITELLM)/.installed-*; touch $@
+
+gateway-env: $(LITELLM_STAMP)  ## the LiteLLM proxy's own environment (its deps conflict with strands-agents)
 
 models: env  ## fetch or assemble the models and verify their checksums
 	@$(PY) -m helpers.models fetch
@@ -61,15 +72,18 @@ notebooks: env  ## execute every notebook in order (TARGET=local) into build/exe
 book: env  ## build the Jupyter Book from the executed notebooks into build/book/
 	@$(PY) tools/build_book.py
 
-test: setup reference-env  ## the whole suite: unit, notebooks under papermill, nbval, book
-	@$(MAKE) --no-print-directory test-unit test-notebooks test-nbval book; rc=$$?; \
+test: setup reference-env  ## the whole suite: unit, notebooks under papermill, nbval, book + browser check
+	@$(MAKE) --no-print-directory test-unit test-notebooks test-nbval book test-book; rc=$$?; \
 	$(PY) -m helpers.stack down >/dev/null; exit $$rc
 
 test-unit: env
-	@$(PY) -m pytest tests -m "not notebooks" -q
+	@$(PY) -m pytest tests -m "not notebooks and not book" -q
 
 test-notebooks: env
 	@$(PY) -m pytest tests -m notebooks -q
+
+test-book: env  ## the built book in headless Chromium: pages render, no broken internal link, screenshot
+	@$(PY) -m pytest tests -m book -q
 
 test-nbval: env
 	@$(PY) -m pytest --nbval notebooks --nbval-sanitize-with tests/sanitize.cfg -p no:cacheprovider -q

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     model_server_port: int = 18080
     embedding_server_port: int = 18081
+    gateway_port: int = 18084  # the LiteLLM gateway (notebook 04)
+    redis_port: int = 18085  # the gateway's response cache, when redis-server is installed
+    serve_port: int = 18082  # Ray Serve's HTTP proxy (helpers.serving_local)
+    mcp_web_search_port: int = 18086  # the web-search MCP server (notebook 07)
+    mcp_filesystem_port: int = 18087  # the filesystem MCP server (notebook 07)
 
     # the registry names of the model files (see helpers.models)
     chat_model: str = "qwen2.5-coder-0.5b-instruct-q4_k_m"
@@ -94,6 +99,11 @@ class Settings(BaseSettings):
     def embedding_server_url(self) -> str:
         """OpenAI-compatible base URL of the local embedding server."""
         return f"http://{self.host}:{self.embedding_server_port}/v1"
+
+    @property
+    def mcp_workspace(self) -> Path:
+        """The only folder the filesystem MCP server may read and write (notebook 07)."""
+        return self.state_dir / "workspace"
 
 
 def ensure_secrets(env_file: Path = ENV_FILE) -> list[str]:

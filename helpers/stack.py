@@ -7,6 +7,7 @@ import fcntl
 import importlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -46,6 +47,9 @@ class Service:
     requires: tuple[str, ...] = ()
     auth_setting: str | None = None  # the Settings field holding the bearer key the health check sends
     url_path: str = "/v1"
+    env: str | None = None  # "module:function" returning extra environment variables for the process
+    health_check: str | None = None  # "module:function(settings) -> bool" instead of an HTTP GET on health_path
+    scheme: str = "http"  # how clients address it (shown in status)
 
     def port(self, settings: Settings) -> int:
         """The port this service listens on."""
@@ -53,12 +57,20 @@ class Service:
 
     def url(self, settings: Settings) -> str:
         """The base URL clients use."""
-        return f"http://{settings.host}:{self.port(settings)}{self.url_path}"
+        return f"{self.scheme}://{settings.host}:{self.port(settings)}{self.url_path}"
 
     def argv(self, settings: Settings) -> list[str]:
         """The command line that starts the service (may prepare config and models first)."""
         module, _, func = self.command.partition(":")
         builder: Callable[[Settings], list[str]] = getattr(importlib.import_module(module), func)
+        return builder(settings)
+
+    def environment(self, settings: Settings) -> dict[str, str]:
+        """Extra environment variables for the process (secrets travel here, never on the command line)."""
+        if not self.env:
+            return {}
+        module, _, func = self.env.partition(":")
+        builder: Callable[[Settings], dict[str, str]] = getattr(importlib.import_module(module), func)
         return builder(settings)
 
 
@@ -82,6 +94,58 @@ SERVICES: dict[str, Service] = {
             health_path="/v1/models",
             auth_setting="model_server_api_key",
             start_timeout=60,
+        ),
+        Service(
+            name="ray-serve",
+            description="Ray Serve app (embeddings + chat from llama.cpp) under a loopback-only local Ray",
+            command="helpers.serving_local:launch_command",
+            port_setting="serve_port",
+            health_path="/health",
+            auth_setting="serve_api_key",
+            url_path="/v1",
+            start_timeout=300,  # Ray + three deployments: ~1 min on 2 idle cores; a busy machine may retry Ray
+        ),
+        Service(
+            name="redis",
+            description="Redis (Debian's redis-server), the gateway's response cache; loopback, no persistence",
+            command="helpers.gateway:redis_command",
+            port_setting="redis_port",
+            health_path="",
+            health_check="helpers.gateway:redis_ping",
+            scheme="redis",
+            url_path="",
+            start_timeout=20,
+        ),
+        Service(
+            name="gateway",
+            description="LiteLLM proxy (its own venv .venvs/litellm): routes, fallbacks, cache, PII guardrail",
+            command="helpers.gateway:gateway_command",
+            env="helpers.gateway:gateway_environment",
+            port_setting="gateway_port",
+            health_path="/health/liveliness",
+            # chat: the llama.cpp server; embeddings: the Ray Serve app (as on EKS); Redis only where the
+            # machine has redis-server (otherwise the gateway uses its in-memory cache)
+            requires=("model-server", "ray-serve") + (("redis",) if shutil.which("redis-server") else ()),
+            start_timeout=90,
+        ),
+        Service(
+            name="mcp-web-search",
+            description="MCP server: web_search, news_search (Tavily with TAVILY_API_KEY, else the offline stand-in)",
+            command="helpers.mcp_servers:web_search_command",
+            env="helpers.mcp_servers:web_search_environment",
+            port_setting="mcp_web_search_port",
+            health_path="/health",
+            url_path="/mcp",
+            start_timeout=30,
+        ),
+        Service(
+            name="mcp-filesystem",
+            description="MCP server: read/write/list/info confined to the workspace folder (.workshop/workspace)",
+            command="helpers.mcp_servers:filesystem_command",
+            port_setting="mcp_filesystem_port",
+            health_path="/health",
+            url_path="/mcp",
+            start_timeout=30,
         ),
     )
 }
@@ -166,6 +230,9 @@ def _live_process(record: dict | None) -> psutil.Process | None:
 
 
 def _is_healthy(service: Service, settings: Settings, timeout: float = 2.0) -> bool:
+    if service.health_check:
+        module, _, func = service.health_check.partition(":")
+        return bool(getattr(importlib.import_module(module), func)(settings))
     headers = {}
     if service.auth_setting and (key := getattr(settings, service.auth_setting)):
         headers["Authorization"] = f"Bearer {key.get_secret_value()}"
@@ -255,7 +322,8 @@ def _start_locked(service: Service, settings: Settings) -> psutil.Process:
         )
     argv = service.argv(settings)
     log = log_path(service.name, settings)
-    env = {**os.environ, MARKER: _marker_value(service.name, settings), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **service.environment(settings), MARKER: _marker_value(service.name, settings),
+           "PYTHONUNBUFFERED": "1"}
     with log.open("ab") as out:
         out.write(f"\n=== starting {service.name} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
         popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
