@@ -1,4 +1,9 @@
-"""The local model servers: llama.cpp's OpenAI-compatible server, the laptop stand-in for vLLM."""
+"""The local model servers: llama.cpp's OpenAI-compatible server, the laptop stand-in for vLLM.
+
+Both servers run llama-cpp-python's own server app through `helpers.llama_server`, which adds what the
+stand-in needs to behave like vLLM for clients: structured `tool_calls` with `tool_choice: "auto"` (the chat
+model uses the "hermes-tools" chat handler of helpers.tool_calls) and a 404 for an unknown model name.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,9 @@ from pathlib import Path
 
 from helpers.config import Settings
 from helpers.models import fetch
+
+CHAT_FORMAT = "hermes-tools"  # helpers.tool_calls.HANDLER_NAME, registered by helpers.llama_server at start-up
+LAUNCHER = "helpers.llama_server"
 
 
 def server_config(settings: Settings, model_name: str, alias: str, port: int, embedding: bool) -> dict:
@@ -22,7 +30,7 @@ def server_config(settings: Settings, model_name: str, alias: str, port: int, em
     if embedding:
         model.update({"embedding": True, "n_ctx": 512, "n_batch": 512, "n_ubatch": 512})
     else:
-        model.update({"n_ctx": settings.chat_context})
+        model.update({"n_ctx": settings.chat_context, "chat_format": CHAT_FORMAT})
     key = settings.model_server_api_key
     return {
         "host": settings.host,
@@ -46,13 +54,11 @@ def chat_server_command(settings: Settings) -> list[str]:
     """Command line of the chat model server (fetches and verifies the model first)."""
     config = server_config(settings, settings.chat_model, settings.served_chat_model,
                            settings.model_server_port, embedding=False)
-    return [sys.executable, "-m", "llama_cpp.server", "--config_file",
-            str(write_config(settings, "model-server", config))]
+    return [sys.executable, "-m", LAUNCHER, "--config_file", str(write_config(settings, "model-server", config))]
 
 
 def embedding_server_command(settings: Settings) -> list[str]:
     """Command line of the embedding model server (fetches and verifies the model first)."""
     config = server_config(settings, settings.embedding_model, settings.served_embedding_model,
                            settings.embedding_server_port, embedding=True)
-    return [sys.executable, "-m", "llama_cpp.server", "--config_file",
-            str(write_config(settings, "embedding-server", config))]
+    return [sys.executable, "-m", LAUNCHER, "--config_file", str(write_config(settings, "embedding-server", config))]

@@ -95,6 +95,16 @@ SERVICES: dict[str, Service] = {
             start_timeout=60,
         ),
         Service(
+            name="ray-serve",
+            description="Ray Serve app (embeddings + chat from llama.cpp) under a loopback-only local Ray",
+            command="helpers.serving_local:launch_command",
+            port_setting="serve_port",
+            health_path="/health",
+            auth_setting="serve_api_key",
+            url_path="/v1",
+            start_timeout=300,  # Ray + three deployments: ~1 min on 2 idle cores; a busy machine may retry Ray
+        ),
+        Service(
             name="mcp-web-search",
             description="MCP server: web_search, news_search (Tavily with TAVILY_API_KEY, else the offline stand-in)",
             command="helpers.mcp_servers:web_search_command",

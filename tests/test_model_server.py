@@ -1,0 +1,208 @@
+"""The local stand-in for vLLM: structured tool calls with tool_choice "auto", streaming, 404 for unknown models.
+
+The server tests start the real llama.cpp server (helpers.llama_server) through the stack, in an isolated
+state folder on free ports; the helpers below them are checked offline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from openai import AuthenticationError, NotFoundError, OpenAI
+
+from helpers import llama_server, model_server, stack, tool_calls
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "the city name"}},
+            "required": ["city"],
+        },
+    },
+}
+TIME = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "The current local time in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+QUESTION = [{"role": "user", "content": "What is the weather in Paris right now?"}]
+
+
+@pytest.fixture
+def server(isolated_settings):
+    stack.ensure("model-server")
+    client = OpenAI(base_url=isolated_settings.model_server_url,
+                    api_key=isolated_settings.model_server_api_key.get_secret_value())
+    yield isolated_settings, client
+    stack.down()
+
+
+# ---------------------------------------------------------------- against the real server
+
+
+def test_auto_tool_choice_returns_structured_tool_calls(server):
+    settings, client = server
+    reply = client.chat.completions.create(model=settings.served_chat_model, messages=QUESTION, tools=[WEATHER],
+                                           tool_choice="auto", temperature=0)
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    (call,) = choice.message.tool_calls
+    assert call.type == "function" and call.id.startswith("call_")
+    assert call.function.name == "get_weather"
+    arguments = json.loads(call.function.arguments)
+    assert isinstance(arguments, dict) and isinstance(arguments["city"], str) and arguments["city"]
+
+
+def test_the_tool_result_goes_back_to_the_model_and_the_call_is_structured_with_two_tools(server):
+    settings, client = server
+    reply = client.chat.completions.create(model=settings.served_chat_model, messages=QUESTION,
+                                           tools=[WEATHER, TIME], tool_choice="required", temperature=0)
+    (call,) = reply.choices[0].message.tool_calls
+    assert call.function.name in {"get_weather", "get_time"}, "the grammar only allows offered tools"
+    assert set(json.loads(call.function.arguments)) == {"city"}, "arguments follow the chosen tool's schema"
+    follow_up = QUESTION + [
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temp_c": 18, "sky": "sunny"})},
+    ]
+    again = client.chat.completions.create(model=settings.served_chat_model, messages=follow_up, tools=[WEATHER],
+                                           tool_choice="none", temperature=0, max_tokens=40)
+    assert again.choices[0].message.content and not again.choices[0].message.tool_calls
+
+
+def test_streaming_text_and_streaming_a_tool_call(server):
+    settings, client = server
+    stream = client.chat.completions.create(model=settings.served_chat_model, stream=True, temperature=0,
+                                            max_tokens=24,
+                                            messages=[{"role": "user", "content": "Count from 1 to 10."}])
+    pieces = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+    assert len(pieces) > 3 and "".join(pieces).strip()
+
+    stream = client.chat.completions.create(model=settings.served_chat_model, messages=QUESTION, tools=[WEATHER],
+                                            tool_choice="auto", temperature=0, stream=True)
+    chunks = list(stream)
+    calls = [tc for c in chunks for tc in (c.choices[0].delta.tool_calls or [])]
+    assert calls and calls[0].function.name == "get_weather"
+    assert isinstance(json.loads("".join(tc.function.arguments or "" for tc in calls)), dict)
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_no_tools_means_plain_chat(server):
+    settings, client = server
+    reply = client.chat.completions.create(model=settings.served_chat_model, temperature=0, max_tokens=16,
+                                           messages=[{"role": "user", "content": "Say hello."}])
+    assert reply.choices[0].message.content and not reply.choices[0].message.tool_calls
+
+
+def test_unknown_model_is_404_and_a_wrong_key_is_401(server):
+    settings, client = server
+    with pytest.raises(NotFoundError) as error:
+        client.chat.completions.create(model="gpt-4o", messages=QUESTION, max_tokens=4)
+    assert error.value.body["code"] == "model_not_found" and settings.served_chat_model in error.value.body["message"]
+    with pytest.raises(AuthenticationError):
+        OpenAI(base_url=settings.model_server_url, api_key="wrong").chat.completions.create(
+            model="gpt-4o", messages=QUESTION, max_tokens=4)
+    assert [m.id for m in client.models.list().data] == [settings.served_chat_model]
+
+
+def test_the_stack_starts_the_launcher_with_the_tool_handler(isolated_settings):
+    argv = model_server.chat_server_command(isolated_settings)
+    assert argv[1:3] == ["-m", "helpers.llama_server"]
+    config = json.loads(open(argv[-1]).read())
+    assert config["models"][0]["chat_format"] == tool_calls.HANDLER_NAME
+    assert config["models"][0]["model_alias"] == isolated_settings.served_chat_model
+
+
+# ---------------------------------------------------------------- offline
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("<tool_call>\n{", True),
+        ('```json\n{\n  "name": "get_weather"', True),
+        ('{"name": "get', True),
+        ("{\n ", True),  # too early to tell: a JSON object may still be a call
+        ('{"city": "Paris"}', False),
+        ("The weather in Paris", False),
+        ("```python\nprint(1)", False),
+    ],
+)
+def test_looks_like_tool_call(text, expected):
+    assert tool_calls.looks_like_tool_call(text) is expected
+
+
+def test_call_schema_allows_only_offered_tools():
+    one = tool_calls.call_schema([WEATHER])
+    assert one["properties"]["name"] == {"const": "get_weather"}
+    assert one["properties"]["arguments"] == WEATHER["function"]["parameters"]
+    both = tool_calls.call_schema([WEATHER, TIME])
+    assert [o["properties"]["name"]["const"] for o in both["anyOf"]] == ["get_weather", "get_time"]
+
+
+def test_normalise_messages_turns_argument_strings_into_objects():
+    messages = tool_calls.normalise_messages([
+        {"role": "user", "content": [{"type": "text", "text": "hi "}, {"type": "text", "text": "there"}]},
+        {"role": "assistant", "content": None,
+         "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}]},
+    ])
+    assert messages[0]["content"] == "hi there"
+    assert messages[1]["content"] == "" and messages[1]["tool_calls"][0]["function"]["arguments"] == {"a": 1}
+
+
+def _call_middleware(body: dict, authorization: str | None) -> tuple[int, dict | None, list[bytes]]:
+    """Run OpenAIRequestGuard around a tiny ASGI app that echoes the body it received."""
+    seen: list[bytes] = []
+
+    async def app(scope, receive, send):
+        more = True
+        while more:
+            message = await receive()
+            seen.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    middleware = llama_server.OpenAIRequestGuard(app, known=["reasoning"], api_key="sk-test")
+    raw = json.dumps(body).encode()
+    incoming = [{"type": "http.request", "body": raw[:5], "more_body": True},
+                {"type": "http.request", "body": raw[5:], "more_body": False}]
+    sent: list[dict] = []
+
+    async def receive():
+        return incoming.pop(0)
+
+    async def send(message):
+        sent.append(message)
+
+    headers = [(b"authorization", authorization.encode())] if authorization else []
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": headers}
+    asyncio.run(middleware(scope, receive, send))
+    status = sent[0]["status"]
+    payload = json.loads(sent[1]["body"]) if status == 404 else None
+    return status, payload, seen
+
+
+def test_null_assistant_content_is_dropped():
+    body = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": []}]}
+    assert llama_server.drop_null_content(body) is True
+    assert body["messages"][1] == {"role": "assistant", "tool_calls": []} and body["messages"][0]["content"] == "hi"
+    assert llama_server.drop_null_content(body) is False
+
+
+def test_middleware_rejects_unknown_names_and_replays_the_body_otherwise():
+    status, payload, seen = _call_middleware({"model": "gpt-4o"}, "Bearer sk-test")
+    assert status == 404 and payload["error"]["code"] == "model_not_found" and seen == []
+    status, _payload, seen = _call_middleware({"model": "reasoning", "messages": []}, "Bearer sk-test")
+    assert status == 200 and json.loads(b"".join(seen)) == {"model": "reasoning", "messages": []}
+    status, _payload, seen = _call_middleware({"model": "gpt-4o"}, "Bearer wrong")
+    assert status == 200 and seen, "without the key the app itself answers (401): no model names leak"
