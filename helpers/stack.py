@@ -7,6 +7,7 @@ import fcntl
 import importlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -103,6 +104,29 @@ SERVICES: dict[str, Service] = {
             auth_setting="serve_api_key",
             url_path="/v1",
             start_timeout=300,  # Ray + three deployments: ~1 min on 2 idle cores; a busy machine may retry Ray
+        ),
+        Service(
+            name="redis",
+            description="Redis (Debian's redis-server), the gateway's response cache; loopback, no persistence",
+            command="helpers.gateway:redis_command",
+            port_setting="redis_port",
+            health_path="",
+            health_check="helpers.gateway:redis_ping",
+            scheme="redis",
+            url_path="",
+            start_timeout=20,
+        ),
+        Service(
+            name="gateway",
+            description="LiteLLM proxy (its own venv .venvs/litellm): routes, fallbacks, cache, PII guardrail",
+            command="helpers.gateway:gateway_command",
+            env="helpers.gateway:gateway_environment",
+            port_setting="gateway_port",
+            health_path="/health/liveliness",
+            # chat: the llama.cpp server; embeddings: the Ray Serve app (as on EKS); Redis only where the
+            # machine has redis-server (otherwise the gateway uses its in-memory cache)
+            requires=("model-server", "ray-serve") + (("redis",) if shutil.which("redis-server") else ()),
+            start_timeout=90,
         ),
         Service(
             name="mcp-web-search",

@@ -1,0 +1,1 @@
+../../helpers/gateway_hooks.py
