@@ -10,10 +10,12 @@ PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check
 REFERENCE   := .venvs/reference
 LITELLM     := .venvs/litellm
 LITELLM_STAMP := $(LITELLM)/.installed-$(shell sha256sum requirements/litellm.txt 2>/dev/null | cut -c1-12)
+PHOENIX     := .venvs/phoenix
+PHOENIX_STAMP := $(PHOENIX)/.installed-$(shell sha256sum requirements/phoenix.txt 2>/dev/null | cut -c1-12)
 TIMINGS     := build/timings.jsonl
 PIP_VERSION := 25.3
 
-.PHONY: help workshop setup env gateway-env wheelhouse models up down status lab notebooks book test test-unit \
+.PHONY: help workshop setup env gateway-env phoenix-env wheelhouse models up down status lab notebooks book test test-unit \
         test-notebooks test-nbval test-book bench lock reference-env clean
 
 help:  ## list the targets
@@ -26,7 +28,7 @@ workshop:  ## set up everything, start the local stack, run every notebook, buil
 	echo "{\"event\": \"workshop\", \"setup_s\": $$((setup_done-start)), \"total_s\": $$((end-start))}" >> $(TIMINGS) && \
 	$(PY) tools/summary.py
 
-setup: env gateway-env models  ## environments + verified models (idempotent)
+setup: env gateway-env phoenix-env models  ## environments + verified models (idempotent)
 
 wheelhouse:  ## build llama-cpp-python once, portably (no -march=native), into the user cache
 	@$(PYTHON_BASE) tools/wheelhouse.py
@@ -50,6 +52,15 @@ $(LITELLM_STAMP): requirements/litellm.txt
 	@rm -f $(LITELLM)/.installed-*; touch $@
 
 gateway-env: $(LITELLM_STAMP)  ## the LiteLLM proxy's own environment (its deps conflict with strands-agents)
+
+$(PHOENIX_STAMP): requirements/phoenix.txt
+	@test -x $(PHOENIX)/bin/python || $(PYTHON_BASE) -m venv $(PHOENIX)
+	@echo "env: installing Arize Phoenix's own pinned set (requirements/phoenix.txt) into $(PHOENIX)"
+	@$(PHOENIX)/bin/pip install --quiet --disable-pip-version-check pip==$(PIP_VERSION)
+	@$(PHOENIX)/bin/pip install --quiet --disable-pip-version-check -r requirements/phoenix.txt
+	@rm -f $(PHOENIX)/.installed-*; touch $@
+
+phoenix-env: $(PHOENIX_STAMP)  ## Arize Phoenix's own environment (notebook 05's local trace store)
 
 models: env  ## fetch or assemble the models and verify their checksums
 	@$(PY) -m helpers.models fetch

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     serve_port: int = 18082  # Ray Serve's HTTP proxy (helpers.serving_local)
     mcp_web_search_port: int = 18086  # the web-search MCP server (notebook 07)
     mcp_filesystem_port: int = 18087  # the filesystem MCP server (notebook 07)
+    phoenix_port: int = 18088  # Arize Phoenix: trace UI, REST API and OTLP/HTTP on /v1/traces (notebook 05)
+    phoenix_grpc_port: int = 18090  # Phoenix's OTLP/gRPC collector (loopback; the workshop sends over HTTP)
 
     # the registry names of the model files (see helpers.models)
     chat_model: str = "qwen2.5-coder-0.5b-instruct-q4_k_m"

@@ -112,6 +112,31 @@ def routes_table(settings: Settings | None = None) -> list[dict[str, str]]:
             for name in eks]
 
 
+def tracing_available() -> bool:
+    """Whether the gateway's environment has the OpenTelemetry SDK LiteLLM's `otel`/`langfuse_otel` callbacks need."""
+    return any(PROXY_VENV.glob("lib/python3*/site-packages/opentelemetry/sdk/trace/__init__.py"))
+
+
+def with_tracing(text: str, target: str) -> str:
+    """A gateway config.yaml with chapter 05's tracing: LiteLLM's OTel callback, and the caller's traceparent forwarded."""
+    from helpers.tracing import gateway_callback
+
+    marker = "litellm_settings:\n"
+    if marker not in text:
+        raise GatewayError("The gateway config has no litellm_settings section to add tracing to.")
+    lines = (f"  callbacks: [{gateway_callback(target)}]".ljust(46) + "# chapter 05: a span per request, to Langfuse "
+             "or Phoenix (helpers.tracing)\n"
+             + "  forward_traceparent_to_llm_provider: true".ljust(46) + "# chapter 05: the backend joins the caller's trace\n")
+    return text.replace(marker, marker + lines, 1)
+
+
+def tracing_active(settings: Settings | None = None) -> bool:
+    """Whether the local gateway's config on disk (what the running proxy loaded at start) has tracing on."""
+    settings = settings or get_settings()
+    path = settings.state_dir / "config" / "gateway" / "config.yaml"
+    return path.exists() and "forward_traceparent_to_llm_provider: true" in path.read_text()
+
+
 def write_local_config(settings: Settings | None = None) -> Path:
     """Write the local config.yaml and the hooks it loads into the state folder; return the config's path."""
     settings = settings or get_settings()
@@ -119,7 +144,8 @@ def write_local_config(settings: Settings | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(HOOKS_FILE, folder / HOOKS_FILE.name)
     path = folder / "config.yaml"
-    path.write_text(config_text("local", settings))
+    text = config_text("local", settings)
+    path.write_text(with_tracing(text, "local") if tracing_available() else text)
     return path
 
 
@@ -140,7 +166,10 @@ def gateway_environment(settings: Settings) -> dict[str, str]:
     if settings.gateway_master_key is None:
         raise stack.StackError("No gateway master key in the settings. Run `python -m helpers.doctor` to generate "
                                "the workshop secrets into .env, then re-run.")
+    from helpers.tracing import gateway_environment as tracing_environment
+
     return {
+        **(tracing_environment(settings) if tracing_available() else {}),  # chapter 05: where spans go
         "LITELLM_MASTER_KEY": _secret_value(settings.gateway_master_key),
         "MODEL_SERVER_API_KEY": _secret_value(settings.model_server_api_key),
         "EMBEDDING_API_KEY": _secret_value(settings.serve_api_key),  # the Ray Serve app's bearer key

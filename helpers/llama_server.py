@@ -11,6 +11,9 @@
    which llama-cpp-python's request schema rejects (with a 500). The key is dropped before the app sees it
    (an absent content means the same), so the tool result can go back to the model.
 
+4. Tracing: a request that carries a W3C `traceparent` gets a SERVER span (helpers.tracing.TracingMiddleware,
+   exported where OTEL_EXPORTER_OTLP_TRACES_ENDPOINT points), so the model server joins the caller's trace.
+
 Everything else (routes, API key auth, streaming, /v1/models) is llama_cpp.server.app unchanged.
 """
 
@@ -133,6 +136,9 @@ def create_app(config_file: str) -> Any:
     app = llama_create_app(server_settings=server_settings, model_settings=model_settings)
     known = [m.model_alias or m.model for m in model_settings]
     app.add_middleware(OpenAIRequestGuard, known=known, api_key=server_settings.api_key)
+    from helpers.tracing import TracingMiddleware
+
+    app.add_middleware(TracingMiddleware, service_name="model-server", routes=MODEL_ROUTES)  # outermost: sees it all
     app.state.server_settings = server_settings
     return app
 

@@ -28,7 +28,8 @@ import struct
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 # Importing Ray inside a Jupyter kernel without ipywidgets prints two notices (a logged "Missing packages"
@@ -363,10 +364,79 @@ def embedding_texts(body: EmbeddingRequest, max_inputs: int, max_chars: int) -> 
     return texts
 
 
+# ---------------------------------------------------------------- tracing (chapter 05)
+# A request that arrives with a W3C `traceparent` gets a SERVER span in the ingress and a child span per
+# deployment call, exported over OTLP/HTTP where OTEL_EXPORTER_OTLP_TRACES_ENDPOINT points (helpers.tracing
+# sets it locally; on EKS the Ray pods' env). Without that variable, or without the OpenTelemetry SDK in the
+# image, every helper below is a no-op.
+
+_tracer_state: dict[str, Any] = {}
+
+
+def replica_tracer() -> Any | None:
+    """This replica's tracer, built from the OTEL_* variables on first use (None when tracing is off)."""
+    if "tracer" not in _tracer_state:
+        _tracer_state["tracer"] = None
+        if os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+            try:
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+                from opentelemetry.sdk.resources import Resource
+                from opentelemetry.sdk.trace import TracerProvider
+                from opentelemetry.sdk.trace.export import BatchSpanProcessor
+            except ImportError:  # an image without the SDK: no tracing, no failure
+                return None
+            provider = TracerProvider(resource=Resource.create({"service.name": "ray-serve"}))  # sampler: env
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(timeout=5)))
+            _tracer_state["tracer"] = provider.get_tracer("llm-eks-workshop.serving")
+    return _tracer_state["tracer"]
+
+
+@contextmanager
+def traced(name: str, headers: dict[str, str] | None = None, **attributes: Any) -> Iterator[Any]:
+    """A span: a SERVER span continuing the caller's traceparent when headers are given, else a child of the current one."""
+    tracer = replica_tracer()
+    if tracer is None or (headers is not None and "traceparent" not in headers):
+        yield None
+        return
+    from opentelemetry.trace import SpanKind
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    context = TraceContextTextMapPropagator().extract(headers) if headers is not None else None
+    kind = SpanKind.SERVER if headers is not None else SpanKind.INTERNAL
+    with tracer.start_as_current_span(name, context=context, kind=kind) as span:
+        span.set_attribute("service.name", "ray-serve")
+        for key, value in attributes.items():
+            if value is not None:
+                span.set_attribute(key, value)
+        yield span
+
+
+def annotate(**attributes: Any) -> None:
+    """Add attributes (model, token counts) to the current span, if there is one."""
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        return
+    span = trace.get_current_span()
+    for key, value in attributes.items():
+        if value is not None and span.is_recording():
+            span.set_attribute(key.replace("__", "."), value)
+
+
 # ---------------------------------------------------------------- the ingress
 
 api = FastAPI(title="llm-eks-workshop Ray Serve: OpenAI-compatible embeddings and chat",
               docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@api.middleware("http")
+async def _trace_requests(request: Request, call_next: Any) -> Any:
+    with traced(f"{request.method} {request.url.path}", {k.lower(): v for k, v in request.headers.items()},
+                **{"http.route": request.url.path}) as span:
+        response = await call_next(request)
+        if span is not None:
+            span.set_attribute("http.response.status_code", response.status_code)
+        return response
 
 
 @api.exception_handler(OpenAIError)
@@ -522,7 +592,8 @@ class OpenAIIngress:
         self.in_flight["embeddings"] += 1
         self.requests["embeddings"] += 1
         try:
-            results = await asyncio.gather(*(self.embedder.embed.remote(chunk) for chunk in chunks))
+            with traced("Embedder.embed", **{"gen_ai.request.model": body.model, "workshop.texts": len(texts)}):
+                results = await asyncio.gather(*(self.embedder.embed.remote(chunk) for chunk in chunks))
         finally:
             self.in_flight["embeddings"] -= 1
         vectors: list[list[float]] = []
@@ -537,6 +608,7 @@ class OpenAIIngress:
             self.embedder_threads = result["threads"]
             while len(self.batches) > 2000:
                 self.batches.popitem(last=False)
+        annotate(gen_ai__request__model=body.model, gen_ai__usage__input_tokens=tokens)
         if body.dimensions is not None and vectors and body.dimensions != len(vectors[0]):
             raise OpenAIError(400, f"dimensions={body.dimensions} is not supported: this model returns "
                               f"{len(vectors[0])}-d vectors (omit 'dimensions').", "unsupported_dimensions")
@@ -571,13 +643,17 @@ class OpenAIIngress:
             return StreamingResponse(self._sse(params), media_type="text/event-stream")
         self.in_flight["chat"] += 1
         try:
-            reply = await self.chat.complete.remote(params)
+            with traced("ChatModel.complete", **{"gen_ai.request.model": body.model}):
+                reply = await self.chat.complete.remote(params)
         finally:
             self.in_flight["chat"] -= 1
         if "error" in reply:
             err = reply["error"]
             raise OpenAIError(err["status"], err["message"], err["code"])
         reply["model"] = self.args.chat_model_name
+        usage = reply.get("usage") or {}
+        annotate(gen_ai__request__model=body.model, gen_ai__usage__input_tokens=usage.get("prompt_tokens"),
+                 gen_ai__usage__output_tokens=usage.get("completion_tokens"))
         return JSONResponse(reply)
 
     async def _sse(self, params: dict[str, Any]) -> AsyncIterator[str]:

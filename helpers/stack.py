@@ -81,6 +81,7 @@ SERVICES: dict[str, Service] = {
             name="model-server",
             description="llama.cpp OpenAI-compatible server, chat model (stand-in for vLLM)",
             command="helpers.model_server:chat_server_command",
+            env="helpers.tracing:server_environment",  # spans for requests that carry a traceparent (chapter 05)
             port_setting="model_server_port",
             health_path="/v1/models",
             auth_setting="model_server_api_key",
@@ -99,6 +100,7 @@ SERVICES: dict[str, Service] = {
             name="ray-serve",
             description="Ray Serve app (embeddings + chat from llama.cpp) under a loopback-only local Ray",
             command="helpers.serving_local:launch_command",
+            env="helpers.tracing:server_environment",  # spans for requests that carry a traceparent (chapter 05)
             port_setting="serve_port",
             health_path="/health",
             auth_setting="serve_api_key",
@@ -127,6 +129,16 @@ SERVICES: dict[str, Service] = {
             # machine has redis-server (otherwise the gateway uses its in-memory cache)
             requires=("model-server", "ray-serve") + (("redis",) if shutil.which("redis-server") else ()),
             start_timeout=90,
+        ),
+        Service(
+            name="phoenix",
+            description="Arize Phoenix (its own venv .venvs/phoenix): trace store + UI, OTLP/HTTP on /v1/traces",
+            command="helpers.tracing:phoenix_command",
+            env="helpers.tracing:phoenix_environment",
+            port_setting="phoenix_port",
+            health_path="/healthz",
+            url_path="",
+            start_timeout=90,  # ~9 s on an idle machine; the first start also creates its SQLite database
         ),
         Service(
             name="mcp-web-search",

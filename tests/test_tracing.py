@@ -1,0 +1,329 @@
+"""Chapter 05: one trace per request (client → gateway → model server), the exporter switch, Phoenix, the eks manifests."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import openai
+import pytest
+import yaml
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind
+
+from helpers import config, gateway, observability, stack, tracing
+from helpers import manifests as m
+
+LANGFUSE_ENV = {"LANGFUSE_PUBLIC_KEY": "pk-lf-test", "LANGFUSE_SECRET_KEY": "sk-lf-test",
+                "LANGFUSE_HOST": "https://langfuse.example.invalid/"}
+
+
+@pytest.fixture
+def no_langfuse(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see the machine's tracing choice only through what they set."""
+    for name in tracing.LANGFUSE_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+# ---------------------------------------------------------------- the exporter switch (no network)
+
+
+def test_langfuse_variables_choose_langfuse_else_phoenix(isolated_settings: config.Settings, no_langfuse) -> None:
+    local = tracing.destination(isolated_settings, env={})
+    assert local.backend == "phoenix"
+    assert local.endpoint == f"http://127.0.0.1:{isolated_settings.phoenix_port}/v1/traces" and local.headers == {}
+    lf = tracing.destination(isolated_settings, env=LANGFUSE_ENV)
+    assert lf.backend == "langfuse"
+    assert lf.endpoint == "https://langfuse.example.invalid/api/public/otel/v1/traces"
+    assert lf.headers["x-langfuse-ingestion-version"] == "4"
+    assert lf.headers["Authorization"] == "Basic " + __import__("base64").b64encode(b"pk-lf-test:sk-lf-test").decode()
+    partial = {k: v for k, v in LANGFUSE_ENV.items() if k != "LANGFUSE_HOST"}
+    assert tracing.destination(isolated_settings, env=partial).backend == "phoenix"
+    assert "sk-lf-test" not in str(lf) and "sk-lf-test" not in str(lf.describe())
+
+
+def test_spans_reach_langfuses_otel_endpoint_with_its_headers(isolated_settings: config.Settings, no_langfuse) -> None:
+    from tests.local_http import serve
+
+    with serve(lambda request: (200, None)) as fake_langfuse:  # a loopback server standing in for the Langfuse host
+        dest = tracing.destination(isolated_settings, env={**LANGFUSE_ENV, "LANGFUSE_HOST": fake_langfuse.url})
+        provider = tracing.configure("unit-test", dest=dest, set_global=False)
+        with provider.get_tracer("t").start_as_current_span("hello"):
+            pass
+        provider.force_flush()
+        provider.shutdown()
+    [request] = fake_langfuse.requests
+    assert request.path == "/api/public/otel/v1/traces"
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    assert headers["x-langfuse-ingestion-version"] == "4" and headers["authorization"].startswith("Basic ")
+    assert headers["content-type"] == "application/x-protobuf"
+    assert provider.destination is dest
+
+
+def test_gateway_callback_and_environment_follow_the_switch(isolated_settings: config.Settings, no_langfuse,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    assert tracing.gateway_callback("local", env={}) == "otel"
+    assert tracing.gateway_callback("local", env=LANGFUSE_ENV) == "langfuse_otel"
+    assert tracing.gateway_callback("eks", env={}) == "langfuse_otel"
+    env = tracing.gateway_environment(isolated_settings)
+    assert env["OTEL_EXPORTER"] == "otlp_http" and env["OTEL_ENDPOINT"].endswith(f":{isolated_settings.phoenix_port}/v1/traces")
+    for key, value in LANGFUSE_ENV.items():
+        monkeypatch.setenv(key, value)
+    env = tracing.gateway_environment(isolated_settings)
+    assert env["LANGFUSE_OTEL_HOST"] == "https://langfuse.example.invalid" and "OTEL_ENDPOINT" not in env
+    server = tracing.server_environment(isolated_settings)
+    assert server["OTEL_TRACES_SAMPLER"] == "parentbased_always_off"
+    assert "x-langfuse-ingestion-version=4" in server["OTEL_EXPORTER_OTLP_TRACES_HEADERS"]
+
+
+def test_traced_gateway_config_adds_the_callback_and_forwards_traceparent(isolated_settings: config.Settings,
+                                                                          no_langfuse) -> None:
+    for target, callback in (("local", "otel"), ("eks", "langfuse_otel")):
+        plain = gateway.gateway_config(target, isolated_settings)
+        traced = yaml.safe_load(gateway.with_tracing(gateway.config_text(target, isolated_settings), target))
+        assert traced["litellm_settings"]["callbacks"] == [callback]
+        assert traced["litellm_settings"]["forward_traceparent_to_llm_provider"] is True
+        del traced["litellm_settings"]["callbacks"], traced["litellm_settings"]["forward_traceparent_to_llm_provider"]
+        assert traced == plain, "tracing adds two lines and changes nothing else"
+
+
+def test_traceparent_round_trip() -> None:
+    provider = TracerProvider()
+    with provider.get_tracer("t").start_as_current_span("client") as span:
+        headers = tracing.inject({"x-other": "1"})
+    parts = tracing.parse_traceparent(headers["traceparent"])
+    assert parts["trace_id"] == tracing.trace_id_of(span) and parts["sampled"] and headers["x-other"] == "1"
+    ctx = tracing.extract({"TraceParent": headers["traceparent"]})
+    from opentelemetry import trace
+
+    assert format(trace.get_current_span(ctx).get_span_context().trace_id, "032x") == parts["trace_id"]
+    with pytest.raises(ValueError, match="traceparent"):
+        tracing.parse_traceparent("00-abc-def-01")
+
+
+# ---------------------------------------------------------------- the server span (ASGI middleware, in process)
+
+
+def _asgi_call(app: Any, headers: dict[str, str], body: bytes) -> list[dict[str, Any]]:
+    import asyncio
+
+    sent: list[dict[str, Any]] = []
+    chunks = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        return chunks.pop(0) if chunks else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
+             "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
+    asyncio.run(app(scope, receive, send))
+    return sent
+
+
+def test_server_middleware_continues_the_callers_trace_with_model_and_tokens() -> None:
+    async def model_app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        body = b'{"model": "reasoning", "usage": {"prompt_tokens": 12, "completion_tokens": 5}}'
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+    copy = tracing.SpanCopy()
+    provider = TracerProvider()
+    provider.add_span_processor(copy)
+    app = tracing.TracingMiddleware(model_app, "model-server", frozenset({"/v1/chat/completions"}),
+                                    tracer=provider.get_tracer("t"))
+    with provider.get_tracer("t").start_as_current_span("client") as client:
+        headers = tracing.inject()
+    _asgi_call(app, headers, b'{"model": "reasoning"}')
+    _asgi_call(app, {}, b'{"model": "reasoning"}')  # no traceparent: no span
+    server = [s for s in copy.spans if s.name.startswith("POST")]
+    assert len(server) == 1 and server[0].kind == SpanKind.SERVER
+    assert server[0].context.trace_id == client.get_span_context().trace_id
+    assert server[0].parent.span_id == client.get_span_context().span_id
+    assert server[0].attributes["gen_ai.request.model"] == "reasoning"
+    assert server[0].attributes["gen_ai.usage.input_tokens"] == 12
+    assert server[0].attributes["gen_ai.usage.output_tokens"] == 5
+
+
+def test_ray_serve_tracing_is_a_no_op_without_an_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    from helpers import serving
+
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    monkeypatch.setattr(serving, "_tracer_state", {})
+    with serving.traced("x", {"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}) as span:
+        serving.annotate(gen_ai__request__model="m")
+    assert span is None
+
+
+# ---------------------------------------------------------------- one trace id, client → gateway → model server
+
+
+class Collector:
+    """A real OTLP/HTTP receiver on a loopback port: decodes every ExportTraceServiceRequest it gets."""
+
+    def __init__(self, port: int) -> None:
+        self.spans: list[dict[str, Any]] = []
+        received = self.spans
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(self.rfile.read(int(self.headers.get("content-length") or 0)))
+                for rs in request.resource_spans:
+                    service = next((a.value.string_value for a in rs.resource.attributes
+                                    if a.key == "service.name"), "")
+                    for ss in rs.scope_spans:
+                        for s in ss.spans:
+                            received.append({"service": service, "name": s.name, "trace_id": s.trace_id.hex(),
+                                             "span_id": s.span_id.hex(), "parent_id": s.parent_span_id.hex()})
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def traced_chain(isolated_settings: config.Settings, no_langfuse, monkeypatch: pytest.MonkeyPatch
+                 ) -> Iterator[tuple[config.Settings, Collector]]:
+    """An isolated model server (smoke model) and LiteLLM gateway exporting to a collector on the Phoenix port."""
+    if not gateway.proxy_installed() or not gateway.tracing_available():
+        pytest.skip(f"the gateway's environment lacks the OpenTelemetry SDK; create it with {gateway.INSTALL_COMMANDS}")
+    monkeypatch.setenv("WORKSHOP_CHAT_MODEL", isolated_settings.smoke_model)
+    settings = config.reload_settings()
+    # the chat route only: the gateway's embedding backend (Ray Serve) is not part of this chain
+    monkeypatch.setitem(stack.SERVICES, "gateway", dataclasses.replace(stack.SERVICES["gateway"],
+                                                                       requires=("model-server",)))
+    collector = Collector(settings.phoenix_port)
+    try:
+        stack.ensure("gateway")
+        yield settings, collector
+    finally:
+        stack.down()
+        collector.close()
+
+
+def test_one_trace_id_from_the_client_through_the_gateway_to_the_model_server(traced_chain) -> None:
+    settings, collector = traced_chain
+    dest = tracing.Destination("phoenix", f"http://127.0.0.1:{settings.phoenix_port}/v1/traces")
+    provider = tracing.configure("test-agent", dest=dest, set_global=False)
+    client = openai.OpenAI(base_url=gateway.gateway_url(settings), api_key=gateway.master_key(settings),
+                           http_client=tracing.http_client(timeout=60))
+    with provider.get_tracer("t").start_as_current_span("agent") as agent:
+        client.chat.completions.create(model="reasoning", max_tokens=4, temperature=0,
+                                       extra_body={"cache": {"no-cache": True}},
+                                       messages=[{"role": "user", "content": "Say hi."}])
+    provider.force_flush()
+    trace_id = tracing.trace_id_of(agent)
+    deadline = __import__("time").monotonic() + 30
+    while __import__("time").monotonic() < deadline:
+        services = {s["service"] for s in collector.spans if s["trace_id"] == trace_id}
+        if {"test-agent", "litellm-gateway", "model-server"} <= services:
+            break
+        __import__("time").sleep(0.3)
+    ours = [s for s in collector.spans if s["trace_id"] == trace_id]
+    assert {"test-agent", "litellm-gateway", "model-server"} <= {s["service"] for s in ours}, collector.spans
+    model_span = next(s for s in ours if s["service"] == "model-server")
+    assert model_span["parent_id"] in {s["span_id"] for s in ours}, "the model server's span hangs in this trace"
+    other = [s for s in collector.spans if s["trace_id"] != trace_id and s["service"] == "model-server"]
+    assert not other, "the model server records only requests whose caller is tracing"
+
+
+# ---------------------------------------------------------------- Phoenix receives spans
+
+
+@pytest.mark.skipif(not tracing.phoenix_installed(), reason=f"Phoenix is not installed: {tracing.INSTALL_PHOENIX}")
+def test_phoenix_receives_spans_and_returns_the_trace(isolated_settings: config.Settings, no_langfuse) -> None:
+    try:
+        stack.ensure("phoenix")
+        provider = tracing.configure("phoenix-test", settings=isolated_settings, set_global=False)
+        with provider.get_tracer("t").start_as_current_span("root") as root:
+            with provider.get_tracer("t").start_as_current_span("child", attributes={"gen_ai.usage.input_tokens": 7}):
+                pass
+        provider.force_flush()
+        spans = tracing.wait_for_spans(tracing.trace_id_of(root), 2, isolated_settings)
+        rows = tracing.span_rows(spans)
+        assert [(r["span"], r["depth"]) for r in rows] == [("root", 0), ("child", 1)]
+        assert rows[1]["input_tokens"] == 7 and rows[0]["service"] == "phoenix-test"
+        import matplotlib
+
+        matplotlib.use("Agg")
+        assert len(tracing.waterfall(rows).axes[0].patches) == 2
+    finally:
+        stack.stop("phoenix")
+
+
+# ---------------------------------------------------------------- eks: Langfuse and Prometheus manifests
+
+
+@pytest.mark.parametrize("target", m.TARGETS)
+def test_chapter_manifests_pass_validation_and_policy(target: str) -> None:
+    items = observability.render(target)
+    assert {i.kind for i in items} == {"Service", "Ingress"} and m.check(items) == []
+
+
+def test_internet_facing_langfuse_needs_tls() -> None:
+    public = observability.render("eks", overrides={"ingress": {"scheme": "internet-facing"}})
+    assert "no-public-plaintext-lb" in {f.rule for f in m.check(public)}
+    tls = observability.render("eks", overrides={"ingress": {"scheme": "internet-facing",
+                                                             "certificate_arn": "arn:aws:acm:us-west-2:1:certificate/x"}})
+    assert m.check(tls) == []
+
+
+def test_metrics_services_select_pods_that_exist_and_serve_on_that_port() -> None:
+    pods = []
+    for chapter in ("02-vllm", "03-ray"):
+        for item in m.render_chapter(chapter, target="eks"):
+            for _, template in m.pod_templates(item.doc):
+                pods.append(template)
+    for svc in (i.doc for i in observability.render("eks") if i.kind == "Service"):
+        selector = svc["spec"]["selector"]
+        chosen = [p for p in pods if all((p.get("metadata") or {}).get("labels", {}).get(k) == v
+                                         for k, v in selector.items())]
+        assert chosen, f"{svc['metadata']['name']} selects no pod (the reference platform's defect)"
+        assert svc["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    vllm = next(i.doc for i in observability.render("eks") if i.doc["metadata"]["name"] == "vllm-metrics")
+    vllm_ports = {p["containerPort"] for t in pods if t["metadata"]["labels"].get("app.kubernetes.io/component") == "vllm"
+                  for c in t["spec"]["containers"] for p in c.get("ports", [])}
+    assert vllm["spec"]["ports"][0]["port"] in vllm_ports
+
+
+def test_langfuse_values_are_pinned_and_hold_no_secret() -> None:
+    values = yaml.safe_load(observability.values_text())
+    secret_name = observability.parameters()["langfuse"]["secret"]
+    refs = [e["valueFrom"]["secretKeyRef"] for e in values["langfuse"]["additionalEnv"]]
+    assert {r["name"] for r in refs} == {secret_name}
+    assert {r["key"] for r in refs} >= {"LANGFUSE_INIT_ORG_ID", "LANGFUSE_INIT_PROJECT_PUBLIC_KEY",
+                                         "LANGFUSE_INIT_PROJECT_SECRET_KEY"}
+    assert all("value" not in e for e in values["langfuse"]["additionalEnv"])
+    command = observability.helm_command("values.yaml")
+    assert command[command.index("--version") + 1] == "1.2.6"
+    assert values["langfuse"]["features"]["telemetryEnabled"] is False
+
+
+def test_langfuse_secret_is_generated_and_kept() -> None:
+    first, second = observability.langfuse_secret(), observability.langfuse_secret()
+    a, b = first["stringData"], second["stringData"]
+    assert a["LANGFUSE_INIT_PROJECT_PUBLIC_KEY"].startswith("pk-lf-") and a["LANGFUSE_INIT_PROJECT_SECRET_KEY"] != \
+        b["LANGFUSE_INIT_PROJECT_SECRET_KEY"]
+    assert len(a["ENCRYPTION_KEY"]) == 64
+    kept = observability.langfuse_secret(existing=a)["stringData"]
+    assert kept == a
+    keys = observability.keys_secret(first, "llm-workshop")["stringData"]
+    assert keys["LANGFUSE_SECRET_KEY"] == a["LANGFUSE_INIT_PROJECT_SECRET_KEY"]
+    assert keys["LANGFUSE_HOST"] == "http://langfuse-web.langfuse.svc:3000"
