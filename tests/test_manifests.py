@@ -13,6 +13,7 @@ import yaml
 
 from helpers import manifests as m
 from helpers.config import Settings
+from tests.template_comments import uncommented_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CRDS = ROOT.parent / "shared" / "crds"
@@ -126,17 +127,7 @@ def test_every_template_field_is_commented() -> None:
     Exempt: block openers (`labels:`), list items (their `# why` sits above), and the label/tag lines that
     loops generate from data (`{{ key }}: ...`) or that follow a Jinja statement.
     """
-    uncommented = []
-    for template in (ROOT / "manifests" / "01-nodepools").rglob("*.yaml.j2"):
-        previous = ""
-        for number, line in enumerate(template.read_text().splitlines(), start=1):
-            text = line.strip()
-            is_field = ":" in text and not text.startswith(("#", "{%", "{#", "{{", "---", "- "))
-            exempt = text.endswith(":") or "{{ key }}" in text or previous.startswith(("#", "{%"))
-            if is_field and "#" not in text and not exempt:
-                uncommented.append(f"{template.name}:{number}: {text}")
-            previous = text
-    assert uncommented == []
+    assert uncommented_fields(ROOT / "manifests" / "01-nodepools") == []
 
 
 def test_overrides_and_settings_reach_the_templates() -> None:

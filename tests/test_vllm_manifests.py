@@ -8,6 +8,7 @@ import pytest
 
 from helpers import k8s, manifests, scheduling, vllm_cluster
 from helpers.config import Settings
+from tests.template_comments import uncommented_fields
 
 V1_LOG = (
     "(EngineCore_DP0 pid=311) INFO 11-27 09:12:01 [gpu_worker.py:298] Available KV cache memory: 11.52 GiB\n"
@@ -104,17 +105,7 @@ def test_the_scheduler_reads_the_servers_from_the_manifests() -> None:
 def test_every_template_field_is_commented() -> None:
     """The notebook shows the rendered templates as the explanation: every field line carries a comment
     (same rule as chapter 01: block openers, list items and lines generated from data are exempt)."""
-    uncommented = []
-    for template in (ROOT / "manifests" / CHAPTER).rglob("*.j2"):
-        previous = ""
-        for number, line in enumerate(template.read_text().splitlines(), start=1):
-            text = line.strip()
-            is_field = ":" in text and not text.startswith(("#", "{%", "{#", "{{", "---", "- "))
-            exempt = text.endswith(":") or "{{ key }}" in text or previous.startswith(("#", "{%"))
-            if is_field and "#" not in text and not exempt:
-                uncommented.append(f"{template.name}:{number}: {text}")
-            previous = text
-    assert uncommented == []
+    assert uncommented_fields(ROOT / "manifests" / CHAPTER, "*.j2") == []
 
 
 def test_hf_token_secret_comes_from_the_environment_and_is_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,41 +11,24 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import statistics
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+from bench import isolated_env, row  # noqa: E402  (one report format, one way to isolate ports)
+
 REQUESTS = 200
 CONCURRENCY = 200
 OVERHEAD_TARGET_MS = 15.0
 CACHE_TARGET = 5.0
 NO_CACHE = {"cache": {"no-cache": True}}
 RETRY_STATUSES = (429, 503)
-
-
-def row(figure: str, value: str, target: str, ok: bool | None) -> dict[str, object]:
-    """One line of the report."""
-    return {"figure": figure, "value": value, "target": target, "ok": ok}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def isolated_env() -> dict[str, str]:
-    """A state folder and ports of its own for every service the gateway needs."""
-    env = {"WORKSHOP_STATE_DIR": tempfile.mkdtemp(prefix="workshop-bench-gateway-")}
-    for setting in ("MODEL_SERVER_PORT", "EMBEDDING_SERVER_PORT", "SERVE_PORT", "GATEWAY_PORT", "REDIS_PORT"):
-        env[f"WORKSHOP_{setting}"] = str(_free_port())
-    return env
 
 
 def percentile(values: list[float], q: float) -> float:

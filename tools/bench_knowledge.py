@@ -19,7 +19,6 @@ answer repeated texts and overstate ingestion throughput.
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -27,27 +26,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+from bench import isolated_env, row  # noqa: E402  (one report format, one way to isolate ports)
+
 ROUNDS = 2
 RATIO_TARGET = 0.7
 RECALL_TARGET = 0.95
 K = 5
-
-
-def row(figure: str, value: str, target: str, ok: bool | None) -> dict[str, object]:
-    """One line of the report."""
-    return {"figure": figure, "value": value, "target": target, "ok": ok}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def isolated_env() -> dict[str, str]:
-    """A state folder and ports of its own."""
-    return {"WORKSHOP_STATE_DIR": tempfile.mkdtemp(prefix="workshop-bench-knowledge-"),
-            "WORKSHOP_MODEL_SERVER_PORT": str(_free_port()), "WORKSHOP_EMBEDDING_SERVER_PORT": str(_free_port())}
 
 
 def bench_ingest() -> list[dict[str, object]]:
