@@ -36,6 +36,9 @@ def server_config(settings: Settings, model_name: str, alias: str, port: int, em
         "host": settings.host,
         "port": port,
         "api_key": key.get_secret_value() if key else None,
+        # llama-cpp-python's default ends a streaming answer early ("disconnected") whenever another request
+        # waits for the model, even a GET /v1/models health check; vLLM queues instead, and so does this stand-in.
+        "interrupt_requests": False,
         "models": [model],
     }
 

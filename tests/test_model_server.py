@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from openai import AuthenticationError, NotFoundError, OpenAI
@@ -94,6 +95,20 @@ def test_streaming_text_and_streaming_a_tool_call(server):
     assert calls and calls[0].function.name == "get_weather"
     assert isinstance(json.loads("".join(tc.function.arguments or "" for tc in calls)), dict)
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_a_health_check_during_a_stream_waits_instead_of_cutting_the_answer(server):
+    settings, client = server
+    stream = client.chat.completions.create(model=settings.served_chat_model, stream=True, temperature=0,
+                                            max_tokens=32, messages=[{"role": "user", "content": "Count to 50."}])
+    chunks = iter(stream)
+    first = next(chunks)
+    with ThreadPoolExecutor(1) as pool:
+        listed = pool.submit(lambda: [m.id for m in client.models.list().data])  # what stack.ensure asks
+        rest = list(chunks)
+        assert listed.result(timeout=120) == [settings.served_chat_model]
+    finish = [c.choices[0].finish_reason for c in [first, *rest] if c.choices and c.choices[0].finish_reason]
+    assert finish == ["length"], "the stream ended before max_tokens: llama.cpp interrupted it"
 
 
 def test_no_tools_means_plain_chat(server):
