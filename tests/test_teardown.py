@@ -90,3 +90,201 @@ def test_plan_ignores_duplicates_and_never_mutates_input() -> None:
     plan = teardown.plan(docs + docs)
     assert len(plan.steps) == len(docs)
     assert docs == before
+
+
+# ---------------------------------------------------------------- the full plan: Helm releases and AWS resources
+
+
+def workshop_items(flavour: str) -> list[Any]:
+    manifests = m.render(target="eks", flavour=flavour, include_on_demand=True, settings=SETTINGS)
+    return [*manifests, *teardown.helm_entries(flavour, SETTINGS), *teardown.aws_entries(SETTINGS)]
+
+
+@pytest.mark.parametrize("flavour", m.FLAVOURS)
+def test_full_plan_lists_every_kind_the_workshop_creates_and_nothing_else(flavour: str) -> None:
+    from helpers.config import ROOT
+
+    created_kinds = {d["kind"] for d in rendered(flavour)}  # every kind of every rendered manifest
+    templates = sorted(ROOT.glob("manifests/*/cloudformation/*.yaml"))
+    dockerfiles = sorted(ROOT.glob("manifests/*/image/Dockerfile"))
+    assert templates and dockerfiles
+    expected = created_kinds | {"CloudFormationStack", "ECRRepository", "OperatorRelease"}
+    full = teardown.full_plan(flavour, SETTINGS)
+    assert teardown.planned_kinds(full) >= expected
+    # one stack per CloudFormation template, one repository per image the chapters build
+    stacks = [s.name for s in full.steps if s.kind == "CloudFormationStack"]
+    assert len(stacks) == len(templates) and "test-cluster-knowledge-opensearch" in stacks
+    repos = {s.name for s in full.steps if s.kind == "ECRRepository"}
+    for dockerfile in dockerfiles:
+        chapter = dockerfile.parent.parent.name
+        assert m.chapter_parameters(chapter)["image"]["repository"] in repos
+    assert all(r.startswith("llm-eks-workshop/") for r in repos)
+    # the same plan with strangers mixed in: they are left alone, the workshop's entries are all kept
+    mixed = teardown.plan(workshop_items(flavour) + strangers())
+    assert [s.ref for s in mixed.steps] == [s.ref for s in full.steps]
+    assert {ref for ref, _ in mixed.skipped} == {m.object_ref(d) for d in strangers()}
+    # every planned Kubernetes object is one of the rendered, labelled ones
+    k8s_refs = {s.ref for s in full.steps if s.api_version not in (teardown.HELM_API, teardown.AWS_API)}
+    assert k8s_refs == {m.object_ref(d) for d in rendered(flavour)}
+
+
+def test_full_plan_removes_consumers_first_and_aws_last() -> None:
+    full = teardown.full_plan("karpenter", SETTINGS)
+    refs = [s.ref for s in full.steps]
+
+    def at(fragment: str) -> int:
+        return next(i for i, r in enumerate(refs) if fragment in r)
+
+    # agent (when present) -> MCP servers -> gateway -> Langfuse -> model servers -> RayService
+    chain = ["Deployment/llm-workshop/mcp-", "Deployment/llm-workshop/litellm", "HelmRelease/langfuse/langfuse",
+             "Deployment/llm-workshop/vllm-", "RayService/"]
+    positions = [at(f) for f in chain]
+    assert positions == sorted(positions), list(zip(chain, positions, strict=True))
+    assert at("PersistentVolumeClaims/langfuse") < at("NodePool/")
+    assert at("NodePool/") < at("OperatorRelease/karpenter/karpenter")  # Karpenter drains the nodes first
+    assert at("RayService/") < at("OperatorRelease/kuberay/kuberay-operator")
+    assert at("StorageClass/") < at("CloudFormationStack/") < at("ECRRepository/")
+    assert full.steps[-1].kind == "ECRRepository"
+    rows = teardown.dry_run_rows(full, SETTINGS)
+    assert {r["where"] for r in rows} == {"Kubernetes", "Helm", "AWS"}
+    assert any("aws cloudformation delete-stack --stack-name test-cluster-knowledge-opensearch" in r["command"]
+               for r in rows)
+    assert any(r["command"].startswith("helm uninstall langfuse --namespace langfuse") for r in rows)
+
+
+# ---------------------------------------------------------------- AWS steps and verification with fake clients
+
+
+class FakePaginator:
+    def __init__(self, pages: list[dict[str, Any]]) -> None:
+        self.pages = pages
+        self.calls: list[dict[str, Any]] = []
+
+    def paginate(self, **kwargs: Any) -> list[dict[str, Any]]:
+        self.calls.append(kwargs)
+        return self.pages
+
+
+class FakeClient:
+    """A boto3 client stand-in: canned pages per paginator, canned answers per method."""
+
+    def __init__(self, pages: dict[str, list[dict[str, Any]]] | None = None, **answers: Any) -> None:
+        self.pages = pages or {}
+        self.answers = answers
+        self.deleted: list[tuple[str, dict[str, Any]]] = []
+
+    def get_paginator(self, name: str) -> FakePaginator:
+        return FakePaginator(self.pages.get(name, [{}]))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("delete_"):
+            return lambda **kw: self.deleted.append((name, kw))
+        answer = self.answers[name]
+        return lambda **kw: answer(**kw) if callable(answer) else answer
+
+
+WORKSHOP = [{"Key": "workshop", "Value": "llm-eks-workshop"}]
+CLUSTER = "test-cluster"
+
+
+def fake_clients(leftovers: bool) -> dict[str, Any]:
+    def instance(iid: str, tags: dict[str, str]) -> dict[str, Any]:
+        return {"InstanceId": iid, "InstanceType": "g6.12xlarge", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+
+    ours = instance("i-ours", {"karpenter.sh/nodepool": "gpu", "eks:eks-cluster-name": CLUSTER,
+                               "eks:kubernetes-node-pool-name": "gpu"})
+    system = instance("i-system", {"eks:kubernetes-node-pool-name": "system", "eks:eks-cluster-name": CLUSTER})
+    other = instance("i-other", {"karpenter.sh/nodepool": "gpu", "eks:eks-cluster-name": "someone-else"})
+    instances = [ours, system, other] if leftovers else [system, other]
+    ec2 = FakeClient({
+        "describe_instances": [{"Reservations": [{"Instances": instances}]}],
+        "describe_volumes": [{"Volumes": ([{"VolumeId": "vol-ours", "Size": 100, "State": "available", "Tags": [
+            {"Key": "kubernetes.io/created-for/pvc/namespace", "Value": "llm-workshop"},
+            {"Key": "kubernetes.io/created-for/pvc/name", "Value": "vllm-reasoning-cache"}]}] if leftovers else [])
+            + [{"VolumeId": "vol-other", "Size": 8, "State": "in-use",
+                "Tags": [{"Key": "kubernetes.io/created-for/pvc/namespace", "Value": "payments"}]}]}],
+    })
+    lbs = [{"LoadBalancerArn": "arn:lb/ours", "LoadBalancerName": "k8s-llmworks-litellm"},
+           {"LoadBalancerArn": "arn:lb/other", "LoadBalancerName": "k8s-payments-api"}]
+    tag_descriptions = [
+        {"ResourceArn": "arn:lb/ours", "Tags": [{"Key": "elbv2.k8s.aws/cluster", "Value": CLUSTER},
+                                                {"Key": "ingress.k8s.aws/stack", "Value": "llm-workshop/litellm"}]},
+        {"ResourceArn": "arn:lb/other", "Tags": [{"Key": "elbv2.k8s.aws/cluster", "Value": CLUSTER},
+                                                 {"Key": "ingress.k8s.aws/stack", "Value": "payments/api"}]},
+    ]
+    elbv2 = FakeClient({"describe_load_balancers": [{"LoadBalancers": lbs if leftovers else lbs[1:]}]},
+                       describe_tags=lambda ResourceArns: {"TagDescriptions": [
+                           t for t in tag_descriptions if t["ResourceArn"] in ResourceArns]})
+    domains = ["llm-workshop-knowledge", "search-prod"] if leftovers else ["search-prod"]
+    opensearch = FakeClient(
+        list_domain_names={"DomainNames": [{"DomainName": d} for d in domains]},
+        describe_domain=lambda DomainName: {"DomainStatus": {"ARN": f"arn:es/{DomainName}"}},
+        list_tags=lambda ARN: {"TagList": WORKSHOP if ARN.endswith("llm-workshop-knowledge") else []},
+    )
+    stacks = [{"StackName": "test-cluster-knowledge-opensearch", "StackStatus": "CREATE_COMPLETE", "Tags": WORKSHOP},
+              {"StackName": "old-one", "StackStatus": "DELETE_COMPLETE", "Tags": WORKSHOP},
+              {"StackName": "network", "StackStatus": "CREATE_COMPLETE", "Tags": []}]
+    cfn = FakeClient({"describe_stacks": [{"Stacks": stacks if leftovers else stacks[1:]}]})
+    repos = [{"repositoryName": "llm-eks-workshop/mcp-servers"}, {"repositoryName": "team/app"}]
+    ecr = FakeClient({"describe_repositories": [{"repositories": repos if leftovers else repos[1:]}]})
+    return {"ec2": ec2, "elbv2": elbv2, "opensearch": opensearch, "cloudformation": cfn, "ecr": ecr}
+
+
+def test_verify_aws_finds_only_the_workshops_leftovers() -> None:
+    result = teardown.verify_aws(SETTINGS, fake_clients(leftovers=True))
+    assert result.clean is False
+    remaining = {c.check.split(" ")[0]: c.remaining for c in result.checks}
+    assert len(result.checks) == 6
+    assert remaining["EC2"] == ("i-ours (g6.12xlarge, pool gpu)",)
+    assert remaining["load"] == ("k8s-llmworks-litellm (llm-workshop/litellm)",)
+    assert remaining["EBS"] == ("vol-ours (100 GiB, available, pvc vllm-reasoning-cache)",)
+    assert remaining["OpenSearch"] == ("llm-workshop-knowledge",)
+    assert remaining["CloudFormation"] == ("test-cluster-knowledge-opensearch (CREATE_COMPLETE)",)
+    assert remaining["ECR"] == ("llm-eks-workshop/mcp-servers",)
+    assert all(set(r) == {"check", "result", "remaining", "how"} for r in result.rows())
+
+
+def test_verify_aws_is_clean_when_only_strangers_remain() -> None:
+    result = teardown.verify_aws(SETTINGS, fake_clients(leftovers=False))
+    assert result.clean is True and not result.skipped
+    assert all(r["result"] == "nothing left" for r in result.rows())
+
+
+def test_verify_aws_without_credentials_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    result = teardown.verify_aws(SETTINGS)
+    assert result.clean is None and result.checks == ()
+    assert "No AWS credentials" in result.skipped and "Fix:" in result.skipped
+
+
+def test_aws_steps_touch_only_tagged_stacks_and_workshop_repositories() -> None:
+    from botocore.exceptions import ClientError
+
+    def describe_stacks(StackName: str) -> dict[str, Any]:
+        tags = {"test-cluster-knowledge-opensearch": WORKSHOP, "untagged": []}
+        if StackName not in tags:
+            raise ClientError({"Error": {"Code": "ValidationError", "Message": "does not exist"}}, "DescribeStacks")
+        return {"Stacks": [{"StackName": StackName, "StackStatus": "CREATE_COMPLETE", "Tags": tags[StackName]}]}
+
+    cfn = FakeClient(describe_stacks=describe_stacks)
+    ecr = FakeClient(describe_repositories={"repositories": [{"repositoryName": "x"}]})
+    entries = [teardown.plan_entry(teardown.AWS_API, "CloudFormationStack", name, None, "06-vector")
+               for name in ("test-cluster-knowledge-opensearch", "untagged", "gone")]
+    entries += [teardown.plan_entry(teardown.AWS_API, "ECRRepository", name, None, "99-images")
+                for name in ("llm-eks-workshop/mcp-servers", "team/app")]
+    steps = teardown.plan(entries)
+    report = teardown.execute_all(steps, dry_run=True, settings=SETTINGS, clients={"cloudformation": cfn, "ecr": ecr})
+    assert report == [
+        "absent  CloudFormationStack/gone",
+        "would delete CloudFormationStack/test-cluster-knowledge-opensearch (CREATE_COMPLETE)",
+        "skipped CloudFormationStack/untagged: it lacks the tag {'workshop': 'llm-eks-workshop'}",
+        "would delete ECRRepository/llm-eks-workshop/mcp-servers and its images",
+        "refused ECRRepository/team/app: not named llm-eks-workshop/...",
+    ]
+    assert not cfn.deleted and not ecr.deleted
