@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,8 +185,34 @@ class MilvusStore(VectorStore):
         if self.dim is None:
             return
         self.client.flush(self.collection)
+        self._wait_for_index()
         self.client.release_collection(self.collection)
-        self.client.load_collection(self.collection)
+        self._load()
+
+    def _wait_for_index(self, timeout: float = 300.0) -> None:
+        """Wait until the HNSW graph of every flushed row is built (Milvus builds it in the background)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.client.describe_index(self.collection, "vector")
+            if info.get("state", "Finished") == "Finished" and not info.get("pending_index_rows"):
+                return
+            if time.monotonic() > deadline:
+                raise VectorStoreError(f"Milvus is still building the index of {self.collection} after {timeout:.0f} s "
+                                       f"({info}). The machine may be overloaded: wait, then call store.refresh() again.")
+            time.sleep(0.2)
+
+    def _load(self, attempts: int = 5) -> None:
+        """Load the collection; retry while an index file is still being written ("read error ... unavailable")."""
+        from pymilvus.exceptions import MilvusException
+
+        for attempt in range(attempts):
+            try:
+                self.client.load_collection(self.collection)
+                return
+            except MilvusException as exc:
+                if "read error" not in str(exc) or attempt == attempts - 1:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
 
     def drop(self) -> None:
         """Delete the collection and everything in it."""
