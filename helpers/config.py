@@ -20,6 +20,7 @@ GENERATED_SECRETS: dict[str, str] = {
     "WORKSHOP_GATEWAY_MASTER_KEY": "sk-workshop-",
     "WORKSHOP_MODEL_SERVER_API_KEY": "sk-local-",
     "WORKSHOP_SERVE_API_KEY": "sk-serve-",
+    "WORKSHOP_AGENT_API_KEY": "sk-agent-",
 }
 
 
@@ -50,6 +51,7 @@ class Settings(BaseSettings):
     serve_port: int = 18082  # Ray Serve's HTTP proxy (helpers.serving_local)
     mcp_web_search_port: int = 18086  # the web-search MCP server (notebook 07)
     mcp_filesystem_port: int = 18087  # the filesystem MCP server (notebook 07)
+    agent_api_port: int = 18089  # the supervisor agent's API (notebook 08)
     phoenix_port: int = 18088  # Arize Phoenix: trace UI, REST API and OTLP/HTTP on /v1/traces (notebook 05)
     phoenix_grpc_port: int = 18090  # Phoenix's OTLP/gRPC collector (loopback; the workshop sends over HTTP)
 
@@ -70,6 +72,7 @@ class Settings(BaseSettings):
     gateway_master_key: SecretStr | None = None
     model_server_api_key: SecretStr | None = None
     serve_api_key: SecretStr | None = None
+    agent_api_key: SecretStr | None = None
 
     # eks target
     compute_mode: Literal["auto-mode", "karpenter"] = "auto-mode"  # EKS Auto Mode or self-managed Karpenter

@@ -159,6 +159,17 @@ SERVICES: dict[str, Service] = {
             url_path="/mcp",
             start_timeout=30,
         ),
+        Service(
+            name="agent-api",
+            description="the supervisor agent's FastAPI (notebook 08): /query, /ingest, /health, bearer key",
+            command="helpers.agent_api:agent_api_command",
+            env="helpers.agent_api:agent_api_environment",
+            port_setting="agent_api_port",
+            health_path="/health",
+            url_path="",
+            requires=("gateway", "mcp-web-search", "mcp-filesystem"),
+            start_timeout=60,
+        ),
     )
 }
 

@@ -117,6 +117,7 @@ CHAPTER_BENCHES: list[tuple[str, str]] = [
     ("bench_ray", "bench_embeddings_ratio"),
     ("bench_gateway", "bench_gateway"),
     ("bench_knowledge", "bench_ingest"),
+    ("bench_agent", "bench_agent"),
     ("bench_serving", "bench_serving"),
     ("bench_workshop", "bench_workshop"),
 ]

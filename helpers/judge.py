@@ -1,0 +1,169 @@
+"""RAGAs wired to the workshop's gateway: the judge LLM (`reasoning` route) and embeddings (`embedding` route).
+
+Shared by the supervisor agent (notebook 08: relevance of retrieved chunks) and the evaluation (notebook 09).
+
+    from helpers.judge import ragas_llm, ragas_embeddings
+    llm = ragas_llm()                 # ragas LangchainLLMWrapper on the gateway's `reasoning` route
+    emb = ragas_embeddings()          # ragas LangchainEmbeddingsWrapper on the gateway's `embedding` route
+
+Three things about ragas 0.4.3 in this venv (see ../shared/NOTES.md):
+- It phones home unless RAGAS_DO_NOT_TRACK=true, and tiktoken downloads its encodings at run time (fails
+  offline). `prepare_environment()` (called by every function here, before ragas is imported) sets the first
+  and points TIKTOKEN_CACHE_DIR at the encodings litellm ships, unless you set either yourself.
+- The lock file pins `instructor==0.4.0`, which has no `instructor.from_openai`: ragas' new
+  `llm_factory(...)` and the `ragas.metrics.collections` metrics built on it fail here. The classic metrics
+  (`ragas.metrics.LLMContextPrecisionWithoutReference`, `Faithfulness`, ...) work with the wrappers below.
+- A small judge often writes output ragas cannot parse. `judge_verdict` asks for one verdict with no
+  "fix the format" retry and returns None when the judge failed, so the caller can count failures and fall
+  back to something honest instead of a NaN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from helpers.config import Settings, get_settings
+
+JUDGE_MAX_TOKENS = 160  # one JSON object {"reason": ..., "verdict": 0|1}; the cap stops a rambling judge
+JUDGE_TIMEOUT = 180.0  # seconds per judge call (a busy 2-core machine needs them)
+
+
+def prepare_environment() -> dict[str, str]:
+    """Set RAGAS_DO_NOT_TRACK and an offline TIKTOKEN_CACHE_DIR (only where unset); return what is in effect."""
+    os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
+    warnings.filterwarnings("ignore", message="IProgress not found")  # ragas imports tqdm.auto; harmless here
+    if "TIKTOKEN_CACHE_DIR" not in os.environ:
+        import importlib.util
+
+        from helpers.config import ROOT
+
+        # litellm ships the cl100k/o200k files under their tiktoken cache names; it lives in the gateway's venv
+        # (.venvs/litellm, notebook 04) and sometimes in this one
+        spec = importlib.util.find_spec("litellm")  # located, not imported (importing litellm is slow)
+        candidates = [Path(spec.origin).parent] if spec and spec.origin else []
+        candidates += sorted((ROOT / ".venvs" / "litellm" / "lib").glob("python3*/site-packages/litellm"))
+        for package in candidates:
+            folder = package / "litellm_core_utils" / "tokenizers"
+            if folder.is_dir():
+                os.environ["TIKTOKEN_CACHE_DIR"] = str(folder)
+                break
+    return {k: os.environ.get(k, "") for k in ("RAGAS_DO_NOT_TRACK", "TIKTOKEN_CACHE_DIR")}
+
+
+def gateway_base_url(settings: Settings | None = None) -> str:
+    """The OpenAI-compatible base URL of the gateway: the local service, or the in-cluster one on EKS."""
+    settings = settings or get_settings()
+    override = os.environ.get("WORKSHOP_GATEWAY_URL")  # set in the agent's Deployment on EKS
+    if override:
+        return override.rstrip("/")
+    return f"http://{settings.host}:{settings.gateway_port}/v1"
+
+
+def gateway_key(settings: Settings | None = None) -> str:
+    """The key the judge sends to the gateway (never print it: use config.mask)."""
+    settings = settings or get_settings()
+    key = os.environ.get("WORKSHOP_GATEWAY_API_KEY") or (
+        settings.gateway_master_key.get_secret_value() if settings.gateway_master_key else "")
+    if not key:
+        raise RuntimeError("No gateway key: run `python -m helpers.doctor` to generate the workshop secrets.")
+    return key
+
+
+def ragas_llm(settings: Settings | None = None, max_tokens: int = JUDGE_MAX_TOKENS,
+              timeout: float = JUDGE_TIMEOUT, base_url: str | None = None, api_key: str | None = None) -> Any:
+    """A ragas LLM (LangchainLLMWrapper over ChatOpenAI) on the gateway's `reasoning` route, temperature 0.
+
+    base_url/api_key point it at another OpenAI-compatible server (tests use the model server directly)."""
+    settings = settings or get_settings()
+    prepare_environment()
+    from langchain_openai import ChatOpenAI
+    from ragas.llms import LangchainLLMWrapper
+    from ragas.run_config import RunConfig
+
+    chat = ChatOpenAI(model=settings.served_chat_model, base_url=base_url or gateway_base_url(settings),
+                      api_key=api_key or gateway_key(settings), temperature=0, max_tokens=max_tokens, timeout=timeout,
+                      max_retries=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return LangchainLLMWrapper(chat, run_config=RunConfig(timeout=int(timeout), max_retries=1))
+
+
+def ragas_embeddings(settings: Settings | None = None) -> Any:
+    """ragas embeddings (LangchainEmbeddingsWrapper over OpenAIEmbeddings) on the gateway's `embedding` route."""
+    settings = settings or get_settings()
+    prepare_environment()
+    from langchain_openai import OpenAIEmbeddings
+    from ragas.embeddings import LangchainEmbeddingsWrapper
+
+    # check_embedding_ctx_length=False: send text, not tiktoken ids (the served model has its own tokenizer)
+    emb = OpenAIEmbeddings(model=settings.served_embedding_model, base_url=gateway_base_url(settings),
+                           api_key=gateway_key(settings), check_embedding_ctx_length=False, max_retries=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return LangchainEmbeddingsWrapper(emb)
+
+
+@dataclass
+class Verdict:
+    """The judge's verdict on one context: 1 useful, 0 not, None when the judge's output could not be used."""
+
+    verdict: int | None
+    reason: str
+    error: str | None = None
+
+
+def context_precision_metric(llm: Any = None, settings: Settings | None = None) -> Any:
+    """ragas' LLMContextPrecisionWithoutReference bound to the judge LLM."""
+    prepare_environment()
+    from ragas.metrics import LLMContextPrecisionWithoutReference
+
+    return LLMContextPrecisionWithoutReference(llm=llm or ragas_llm(settings))
+
+
+async def ajudge_verdict(metric: Any, question: str, context: str, answer: str) -> Verdict:
+    """Ask the judge whether one context is useful for the answer, once (no format-fixing retry)."""
+    from ragas.metrics._context_precision import QAC
+
+    try:
+        outputs = await metric.context_precision_prompt.generate_multiple(
+            data=QAC(question=question, context=context, answer=answer), llm=metric.llm, retries_left=0)
+    except Exception as exc:  # noqa: BLE001 - any judge failure is counted, reported and falls back
+        return Verdict(None, "", f"{type(exc).__name__}: {str(exc)[:200]}")
+    if not outputs:
+        return Verdict(None, "", "the judge returned nothing")
+    out = outputs[0]
+    if out.verdict not in (0, 1):
+        return Verdict(None, out.reason, f"verdict {out.verdict!r} is not 0 or 1")
+    return Verdict(int(out.verdict), out.reason)
+
+
+def judge_verdicts(metric: Any, question: str, contexts: list[str], answer: str | None = None) -> list[Verdict]:
+    """One verdict per context (sequential: the local model server answers one request at a time)."""
+    answer = answer or question
+
+    async def run() -> list[Verdict]:
+        return [await ajudge_verdict(metric, question, c, answer) for c in contexts]
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run())
+    # called from inside an event loop (a notebook cell): run in a worker thread with its own loop
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, run()).result()
+
+
+def average_precision(verdicts: list[int]) -> float:
+    """ragas' context precision from binary verdicts (rank-weighted: useful chunks near the top count more)."""
+    if not verdicts:
+        return math.nan
+    numerator = sum((sum(verdicts[: i + 1]) / (i + 1)) * verdicts[i] for i in range(len(verdicts)))
+    return numerator / (sum(verdicts) + 1e-10)

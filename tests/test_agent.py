@@ -1,0 +1,89 @@
+"""The supervisor agent: its question set, the code-made decisions, and routing with the real local model."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import agent, judge
+
+ROUTING_CASES = [  # (question, expected route): one inside the knowledge base, one outside
+    ("Why is my GPU pod stuck in Pending?", "knowledge_base"),
+    ("Who won the Riverside City Marathon?", "web_search"),
+]
+DOCUMENTS = ("troubleshooting/pending-pods.md", "concepts/kv-cache.md", "components/mcp.md")
+
+
+def test_question_set_is_balanced_and_complete() -> None:
+    questions = agent.load_questions()
+    kb = [q for q in questions if q["route"] == "knowledge_base"]
+    assert len(questions) >= 20 and len(kb) * 2 == len(questions)
+    assert all(q.get("reference") and q.get("source") for q in kb)
+    assert len({q["id"] for q in questions}) == len(questions)
+    from helpers.knowledge import KNOWLEDGE_DIR
+
+    assert all((KNOWLEDGE_DIR / q["source"]).exists() for q in kb)
+
+
+@pytest.mark.parametrize("text, question, path", [
+    ("What does PagedAttention do? Save it to notes/paged.md", "What does PagedAttention do?", "notes/paged.md"),
+    ("Explain HNSW and save the answer as hnsw.txt.", "Explain HNSW", "hnsw.txt"),
+    ("What is a KV cache?", "What is a KV cache?", None),
+])
+def test_save_requests_are_parsed_by_code(text: str, question: str, path: str | None) -> None:
+    assert agent.parse_save_request(text) == (question, path)
+
+
+@pytest.mark.parametrize("bad", ["", "   ", None, 3, "x" * (agent.MAX_QUESTION_CHARS + 1)])
+def test_bad_questions_are_refused_with_a_message(bad: object) -> None:
+    with pytest.raises(ValueError, match="question"):
+        agent.check_question(bad)
+
+
+def test_average_precision_matches_ragas() -> None:
+    assert judge.average_precision([1, 0]) == pytest.approx(1.0)
+    assert judge.average_precision([0, 1]) == pytest.approx(0.5)
+    assert judge.average_precision([0, 0]) == pytest.approx(0.0)
+
+
+def test_judge_environment_is_offline_safe(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TIKTOKEN_CACHE_DIR", raising=False)
+    env = judge.prepare_environment()
+    assert env["RAGAS_DO_NOT_TRACK"] == "true"
+    from helpers.config import ROOT
+
+    if (ROOT / ".venvs" / "litellm").exists():  # the gateway's venv holds the encodings
+        assert env["TIKTOKEN_CACHE_DIR"].endswith("tokenizers")
+
+
+@pytest.fixture
+def local_supervisor(isolated_settings):
+    """A supervisor on an isolated stack: the model servers directly (no gateway), web search, a small index."""
+    from helpers import knowledge, stack
+    from helpers.vectorstore import open_store
+    from helpers.vectorstore.milvus import default_path
+
+    for name in ("model-server", "embedding-server", "mcp-web-search"):
+        stack.ensure(name)
+    key = isolated_settings.model_server_api_key.get_secret_value()
+    store = open_store(uri=default_path(isolated_settings))
+    sup = agent.build_supervisor(isolated_settings, store=store, gateway_url=isolated_settings.model_server_url,
+                                 embedding_url=isolated_settings.embedding_server_url, api_key=key)
+    docs = [d for d in knowledge.load_documents() if d.source in DOCUMENTS]
+    knowledge.ingest(store, sup.embedder, docs, progress=False)
+    yield sup
+    sup.close()
+    stack.down()
+
+
+def test_routing_with_the_local_model(local_supervisor) -> None:
+    for question, route in ROUTING_CASES:
+        answer = local_supervisor.ask(question)
+        assert answer.route == route, (question, answer.relevance)
+        assert answer.answer.strip()
+        assert answer.sources and len(answer.contexts) == len(answer.sources)
+        assert answer.relevance["method"] in ("ragas", "ragas+embedding", "embedding")
+        assert answer.timings["total"] >= answer.timings["retrieve"]
+        if route == "knowledge_base":
+            assert answer.sources[0]["source"] == "troubleshooting/pending-pods.md"
+        else:
+            assert "web_search" in answer.timings
