@@ -317,8 +317,13 @@ class Supervisor:
         writer = Agent(model=self._chat_model(), system_prompt=SYSTEM_PROMPT, tools=[], callback_handler=None,
                        name="supervisor-writer")
         prompt = answer_prompt(question, contexts, titles, self.config.answer_context_chars)
+        from strands.types.exceptions import MaxTokensReachedException
+
         try:
             result = writer(prompt)
+        except MaxTokensReachedException:  # the model answered, at length: keep what it wrote, say it was cut
+            partial = " ".join(block.get("text", "") for block in writer.messages[-1].get("content", []))
+            return _strip_think(partial).rstrip() + " … (cut short at the answer's token limit)"
         except Exception as exc:  # noqa: BLE001 - the model call failed: name the gateway
             raise AgentError("gateway", f"the chat model call failed: {type(exc).__name__}: {str(exc)[:300]}") from None
         return _strip_think(str(result))

@@ -87,3 +87,9 @@ def test_routing_with_the_local_model(local_supervisor) -> None:
             assert answer.sources[0]["source"] == "troubleshooting/pending-pods.md"
         else:
             assert "web_search" in answer.timings
+
+
+def test_an_answer_cut_at_the_token_limit_is_kept_and_marked(local_supervisor) -> None:
+    local_supervisor.config.answer_max_tokens = 4  # far too few: Strands raises MaxTokensReachedException
+    text = local_supervisor.write_answer("Why is my GPU pod stuck in Pending?", ["Pods wait for a node."], ["Pending"])
+    assert text.endswith("(cut short at the answer's token limit)") and len(text) > len(" … (cut short")
