@@ -62,15 +62,9 @@ def test_notebook_executes_cold_locally(path: Path):
 
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
-def test_notebook_eks_target_without_a_cluster_stops_clearly(path: Path, tmp_path: Path, monkeypatch):
+def test_notebook_eks_target_without_a_cluster_stops_clearly(path: Path, tmp_path: Path, monkeypatch,
+                                                             no_aws_credentials):
     """No credentials, no kubeconfig: the eks path renders and validates, then stops with a clear message."""
-    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(var, raising=False)
-    empty = tmp_path / "empty"
-    empty.write_text("")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
     out = run_notebooks.execute(path, tmp_path, target="eks")
     nb = nbformat.read(out, as_version=4)

@@ -250,14 +250,7 @@ def test_verify_aws_is_clean_when_only_strangers_remain() -> None:
     assert all(r["result"] == "nothing left" for r in result.rows())
 
 
-def test_verify_aws_without_credentials_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(var, raising=False)
-    empty = tmp_path / "empty"
-    empty.write_text("")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+def test_verify_aws_without_credentials_says_so(no_aws_credentials) -> None:
     result = teardown.verify_aws(SETTINGS)
     assert result.clean is None and result.checks == ()
     assert "No AWS credentials" in result.skipped and "Fix:" in result.skipped
