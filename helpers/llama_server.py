@@ -14,6 +14,14 @@
 4. Tracing: a request that carries a W3C `traceparent` gets a SERVER span (helpers.tracing.TracingMiddleware,
    exported where OTEL_EXPORTER_OTLP_TRACES_ENDPOINT points), so the model server joins the caller's trace.
 
+5. Prompt cache: with `cache: true` (helpers.model_server sets it for the chat model), llama-cpp-python keeps
+   the model state after each prompt, so a later prompt that starts the same way (the RAGAs judge's long
+   instructions and examples, the agent's system prompt) skips re-reading that prefix. Stock `save_state`
+   also copies the whole logits buffer with every entry (n_batch x vocabulary floats, about 300 MB for
+   Qwen2.5, 0.7 s on 2 cores), which the cache's size cap does not count, and `load_state` refills it (another
+   0.7 s). Without `logits_all` nothing reads that buffer (llama.cpp samples on its own), so `slim_state` and
+   `slim_load` skip it: an entry is the model state proper (about 7 MB for a 600-token prompt).
+
 Everything else (routes, API key auth, streaming, /v1/models) is llama_cpp.server.app unchanged.
 """
 
@@ -109,6 +117,58 @@ class OpenAIRequestGuard:
         return await self.app(scope, replay, send)
 
 
+_stock_save_state: Any = None  # llama_cpp's own save_state and load_state, kept by use_slim_cache_states()
+_stock_load_state: Any = None
+
+
+def slim_state(llama: Any) -> Any:
+    """llama.save_state() without the logits buffer (unused unless logits_all), so the cache stores megabytes."""
+    import ctypes
+
+    import llama_cpp
+    from llama_cpp.llama import Llama, LlamaState
+
+    if getattr(llama, "_logits_all", False):  # every row is real (logprobs): keep them all
+        return (_stock_save_state or Llama.save_state)(llama)
+    size = llama_cpp.llama_state_get_size(llama._ctx.ctx)
+    buffer = (ctypes.c_uint8 * int(size))()
+    n_bytes = int(llama_cpp.llama_state_get_data(llama._ctx.ctx, buffer, size))
+    if n_bytes > int(size):
+        raise RuntimeError("Failed to copy llama state data")
+    return LlamaState(input_ids=llama.input_ids.copy(), scores=llama.scores[:1, :].copy(), n_tokens=llama.n_tokens,
+                      llama_state=ctypes.string_at(buffer, n_bytes), llama_state_size=n_bytes, seed=llama._seed)
+
+
+def slim_load(llama: Any, state: Any) -> None:
+    """llama.load_state() for a slim state: the model state and tokens, without refilling the logits buffer."""
+    import ctypes
+
+    import llama_cpp
+    from llama_cpp.llama import Llama
+
+    if getattr(llama, "_logits_all", False) or state.scores.shape[0] != 1:
+        return (_stock_load_state or Llama.load_state)(llama, state)
+    llama.input_ids = state.input_ids.copy()
+    llama.n_tokens = state.n_tokens
+    llama._requires_eval = True
+    llama._seed = state.seed
+    buffer = (ctypes.c_uint8 * state.llama_state_size).from_buffer_copy(state.llama_state)
+    if llama_cpp.llama_state_set_data(llama._ctx.ctx, buffer, state.llama_state_size) != state.llama_state_size:
+        raise RuntimeError("Failed to set llama state data")
+    return None
+
+
+def use_slim_cache_states() -> None:
+    """Make every Llama in this process save and load slim states for its prompt cache (see point 5 above)."""
+    global _stock_save_state, _stock_load_state
+    from llama_cpp.llama import Llama
+
+    if Llama.save_state is not slim_state:
+        _stock_save_state, _stock_load_state = Llama.save_state, Llama.load_state
+    Llama.save_state = slim_state  # type: ignore[method-assign]
+    Llama.load_state = slim_load  # type: ignore[method-assign]
+
+
 def load_config(path: str) -> tuple[Any, list[Any]]:
     """Server and model settings from a llama_cpp.server config file (JSON or YAML)."""
     from llama_cpp.server.settings import ConfigFileSettings, ServerSettings
@@ -133,6 +193,8 @@ def create_app(config_file: str) -> Any:
 
     register()
     server_settings, model_settings = load_config(config_file)
+    if any(m.cache for m in model_settings):
+        use_slim_cache_states()
     app = llama_create_app(server_settings=server_settings, model_settings=model_settings)
     known = [m.model_alias or m.model for m in model_settings]
     app.add_middleware(OpenAIRequestGuard, known=known, api_key=server_settings.api_key)

@@ -30,7 +30,8 @@ def server_config(settings: Settings, model_name: str, alias: str, port: int, em
     if embedding:
         model.update({"embedding": True, "n_ctx": 512, "n_batch": 512, "n_ubatch": 512})
     else:
-        model.update({"n_ctx": settings.chat_context, "chat_format": CHAT_FORMAT})
+        model.update({"n_ctx": settings.chat_context, "chat_format": CHAT_FORMAT,
+                      "cache": True, "cache_type": "ram", "cache_size": 256 << 20})
     key = settings.model_server_api_key
     return {
         "host": settings.host,

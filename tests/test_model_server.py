@@ -221,3 +221,28 @@ def test_middleware_rejects_unknown_names_and_replays_the_body_otherwise():
     assert status == 200 and json.loads(b"".join(seen)) == {"model": "reasoning", "messages": []}
     status, _payload, seen = _call_middleware({"model": "gpt-4o"}, "Bearer wrong")
     assert status == 200 and seen, "without the key the app itself answers (401): no model names leak"
+
+
+def test_slim_cache_states_keep_one_row_of_logits_and_restore_the_prefix(isolated_settings):
+    from llama_cpp import Llama
+
+    from helpers.models import fetch
+
+    llm = Llama(model_path=str(fetch(isolated_settings.chat_model)), n_ctx=512, n_threads=isolated_settings.threads,
+                verbose=False)
+    prompt = "Karpenter is a node autoscaler for Kubernetes. It launches"
+    expected = llm.create_completion(prompt, max_tokens=8, temperature=0)["choices"][0]["text"]
+    state = llama_server.slim_state(llm)  # what the prompt cache keeps after that completion
+    assert state.scores.shape == (1, llm.n_vocab()), "the whole logits buffer was copied"
+    assert state.n_tokens == llm.n_tokens > 8
+    llm.reset()
+    llm.create_completion("Something else entirely.", max_tokens=2, temperature=0)
+    llama_server.slim_load(llm, state)  # what the cache does when a new prompt shares the saved one's prefix
+    assert llm.n_tokens == state.n_tokens
+    assert llm.create_completion(prompt, max_tokens=8, temperature=0)["choices"][0]["text"] == expected
+
+
+def test_the_chat_model_server_keeps_a_prompt_cache(isolated_settings):
+    config = model_server.server_config(isolated_settings, isolated_settings.chat_model,
+                                        isolated_settings.served_chat_model, 1, embedding=False)
+    assert config["models"][0]["cache"] is True and config["models"][0]["cache_size"] <= 512 << 20
