@@ -11,20 +11,27 @@ repeats calls after tool results, so the model is never asked to choose a tool o
 | step | who decides | how |
 |---|---|---|
 | search the knowledge base | code | always, top `k` chunks (Milvus Lite locally, OpenSearch on EKS) |
-| is the retrieved context relevant? | the judge model | RAGAs context precision without reference, one verdict per chunk |
 | a chunk below the similarity floor | code | verdict 0 without asking the judge (`similarity_floor`) |
+| draft an answer from the chunks (if any passed the floor) | the chat model | a Strands `Agent` with no tools |
+| was each chunk useful for that answer? | the judge model | RAGAs context precision without reference, one verdict per chunk, in rank order; stops once the rest cannot change the score |
 | a verdict the judge failed to give | code | the chunk's cosine similarity against `similarity_useful` |
-| route: knowledge base or web search | code | relevance score >= `threshold` |
+| route: knowledge base or web search | code | relevance score >= `threshold`; the draft is the answer when it is relevant |
 | call the web-search MCP tool | code | Strands direct tool call `agent.tool.web_search(...)` through `MCPClient` |
+| write the answer from the web results, with [n] citations | the chat model | the same `Agent` |
 | save the answer (when asked) | code | Strands direct tool call `agent.tool.write_file(...)` (filesystem MCP) |
-| write the answer from the given context, with [n] citations | the chat model | a Strands `Agent` with no tools |
 | the source list under the answer | code | a "Sources: [1] ..." line from the chunks/results the answer was written from |
+
+Why draft first: RAGAs context precision without reference asks "was this context useful in arriving at the given
+answer?". Given the real answer, the 0.5B judge mostly gets it right; given the question in the answer's place, it
+called most useful chunks useless (5 of 10 knowledge-base questions went to the web). Drafting costs nothing on the
+knowledge-base route (the draft is the answer) and one extra answer when the judge rejects the chunks.
 
 With a bigger model (Qwen3-14B on EKS) the same code works unchanged; only the answers get better.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -80,13 +87,13 @@ class AgentAnswer:
 class SupervisorConfig:
     """The knobs of the supervisor (defaults measured on the local stack, notebook 08)."""
 
-    k: int = 3  # chunks retrieved from the knowledge base
+    k: int = 2  # chunks retrieved from the knowledge base; the answer is written from them
     judge_k: int = 2  # of those, how many the RAGAs judge scores (each verdict is one model call)
     threshold: float = 0.5  # relevance score at or above which the knowledge base answers
     similarity_floor: float = 0.30  # chunks less similar than this are not relevant; the judge is not asked
     similarity_useful: float = 0.40  # fallback when the judge fails: a chunk this similar counts as useful
     answer_max_tokens: int = 128
-    answer_context_chars: int = 900  # characters of each source put into the answer prompt
+    answer_context_chars: int = 800  # characters of each source the writer (and so the judge) reads
     web_results: int = 3
 
 
@@ -110,13 +117,24 @@ def check_question(question: Any) -> str:
     return question
 
 
+def source_text(text: str, max_chars: int) -> str:
+    """A source as the writer reads it: whitespace collapsed, cut at `max_chars` (the judge reads the same)."""
+    return " ".join(text.split())[:max_chars]
+
+
 def answer_prompt(question: str, contexts: list[str], titles: list[str], max_chars: int) -> str:
     """The user message the chat model answers: numbered sources, then the question."""
-    blocks = []
-    for i, (title, text) in enumerate(zip(titles, contexts), start=1):
-        text = " ".join(text.split())
-        blocks.append(f"[{i}] {title}\n{text[:max_chars]}")
+    blocks = [f"[{i}] {title}\n{source_text(text, max_chars)}"
+              for i, (title, text) in enumerate(zip(titles, contexts), start=1)]
     return "Sources:\n\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question}\nAnswer (cite sources like [1]):"
+
+
+def exact_precision(known: list[int], unknown: int) -> float | None:
+    """Context precision when the `unknown` verdicts still to come cannot change it, else None."""
+    from helpers.judge import average_precision
+
+    scores = {round(average_precision(known + list(rest)), 9) for rest in itertools.product((0, 1), repeat=unknown)}
+    return scores.pop() if len(scores) == 1 else None
 
 
 def citation_line(sources: list[dict[str, Any]]) -> str:
@@ -240,27 +258,34 @@ class Supervisor:
         except VectorStoreError as exc:
             raise AgentError("vector-store", str(exc)) from None
 
-    def relevance(self, question: str, hits: list[Any]) -> dict[str, Any]:
-        """RAGAs context precision (without reference) of the top chunks, with an embedding fallback per chunk."""
+    def candidates(self, hits: list[Any]) -> list[Any]:
+        """The chunks the judge would be asked about: the top `judge_k` at or above the similarity floor."""
+        return [h for h in hits[: self.config.judge_k] if h.score >= self.config.similarity_floor]
+
+    def relevance(self, question: str, hits: list[Any], answer: str | None = None) -> dict[str, Any]:
+        """RAGAs context precision (without reference) of the top chunks for `answer`, with an embedding fallback."""
         from helpers import judge
 
         judged = hits[: self.config.judge_k]
         if not judged:
             return {"score": 0.0, "method": "embedding", "judge_failures": 0, "threshold": self.config.threshold,
                     "verdicts": [], "top_similarity": None, "note": "the knowledge base returned nothing"}
-        # The agent has no answer yet, so the metric's answer slot holds the question: "is this chunk useful for
-        # answering it?". Notebook 09 scores the same metric with the real answer. Chunks below the similarity
-        # floor are unrelated to the question; code marks them 0 without asking the judge (a 0.5B judge says "1"
-        # to such chunks now and then, and each verdict costs seconds).
-        ask = [h for h in judged if h.score >= self.config.similarity_floor]
-        verdicts = iter(judge.judge_verdicts(self._judge_metric(), question, [h.text for h in ask], question)
-                        if ask else [])
-        rows, used, failures, errors = [], [], 0, []
-        for hit in judged:
+        # Chunks below the similarity floor are unrelated to the question; code marks them 0 without asking the
+        # judge (a 0.5B judge says "1" to such chunks now and then, and each verdict costs seconds). The judge
+        # is asked in rank order and stops as soon as the remaining verdicts cannot change the score (with two
+        # chunks: a useful first chunk makes the score 1.0 whatever the second).
+        rows, used, failures, errors, asked = [], [], 0, [], 0
+        for i, hit in enumerate(judged):
+            if exact_precision(used, len(judged) - i) is not None:
+                rows.append({"source": hit.source, "similarity": round(hit.score, 3), "verdict": None,
+                             "by": "not needed", "reason": "the chunks above already fix the score"})
+                continue
             if hit.score < self.config.similarity_floor:
                 value, by, reason = 0, "floor", f"similarity {hit.score:.3f} < {self.config.similarity_floor}"
             else:
-                v = next(verdicts)
+                asked += 1
+                context = source_text(hit.text, self.config.answer_context_chars)
+                v = judge.judge_verdicts(self._judge_metric(), question, [context], answer or question)[0]
                 if v.verdict is None:
                     failures += 1
                     errors.append(v.error or "")
@@ -270,10 +295,10 @@ class Supervisor:
             used.append(value)
             rows.append({"source": hit.source, "similarity": round(hit.score, 3), "verdict": value, "by": by,
                          "reason": reason[:300]})
-        asked = len(ask)
+        score = exact_precision(used, len(judged) - len(used))
         method = ("embedding" if asked == 0 or failures == asked else "ragas" if failures == 0 else "ragas+embedding")
-        return {"score": round(judge.average_precision(used), 3), "method": method, "judge_failures": failures,
-                "judged": asked, "threshold": self.config.threshold, "verdicts": rows,
+        return {"score": round(score if score is not None else judge.average_precision(used), 3), "method": method,
+                "judge_failures": failures, "judged": asked, "threshold": self.config.threshold, "verdicts": rows,
                 "top_similarity": round(hits[0].score, 3), "judge_errors": errors}
 
     def web_search(self, question: str) -> list[dict[str, Any]]:
@@ -357,17 +382,20 @@ class Supervisor:
             trace_id = _trace_id(root)
             with step("retrieve"):
                 hits = self.retrieve(question)
+            draft = None
+            if self.candidates(hits):  # something passed the floor: draft the knowledge-base answer, then judge it
+                with step("draft"):
+                    draft = self.write_answer(question, [h.text for h in hits], [h.title for h in hits])
             with step("judge"):
-                relevance = self.relevance(question, hits)
+                relevance = self.relevance(question, hits, draft)
             route: Route = "knowledge_base" if relevance["score"] >= self.config.threshold else "web_search"
             root.set_attribute("agent.route", route)
             root.set_attribute("agent.relevance", float(relevance["score"]))
             if route == "knowledge_base":
-                used = hits
-                contexts = [h.text for h in used]
-                titles = [h.title for h in used]
+                contexts = [source_text(h.text, self.config.answer_context_chars) for h in hits]  # as written from
                 sources = [{"id": h.id, "title": h.title, "source": h.source, "score": round(h.score, 3)}
-                           for h in used]
+                           for h in hits]
+                text = (draft or "") + "\n\n" + citation_line(sources)
             else:
                 with step("web_search"):
                     results = self.web_search(question)
@@ -375,11 +403,12 @@ class Supervisor:
                 titles = [r.get("title", "") for r in results]
                 sources = [{"id": r.get("url", ""), "title": r.get("title", ""), "source": r.get("url", ""),
                             "score": round(float(r.get("score", 0.0)), 3)} for r in results]
-            with step("answer"):
-                if contexts:
-                    text = self.write_answer(question, contexts, titles) + "\n\n" + citation_line(sources)
-                else:
-                    text = "I found nothing to answer from: the knowledge base and the web search came back empty."
+                with step("answer"):
+                    if contexts:
+                        text = self.write_answer(question, contexts, titles) + "\n\n" + citation_line(sources)
+                    else:
+                        text = ("I found nothing to answer from: the knowledge base and the web search came back "
+                                "empty.")
             answer = AgentAnswer(question=question, answer=text, route=route, sources=sources, contexts=contexts,
                                  relevance=relevance, timings=timings, trace_id=trace_id)
             if save_as:

@@ -45,6 +45,16 @@ def test_average_precision_matches_ragas() -> None:
     assert judge.average_precision([0, 0]) == pytest.approx(0.0)
 
 
+def test_the_judge_stops_once_the_score_is_fixed() -> None:
+    from helpers.agent import exact_precision
+
+    assert exact_precision([1], 1) == 1.0  # a useful top chunk: 1.0 whatever the second verdict
+    assert exact_precision([0], 1) is None  # [0, 0] -> 0.0 but [0, 1] -> 0.5: ask about the second chunk
+    assert exact_precision([], 2) is None
+    assert exact_precision([1, 0], 1) is None  # with three chunks, [1, 0, 1] differs from [1, 0, 0]
+    assert exact_precision([0, 1], 0) == 0.5
+
+
 def test_judge_environment_is_offline_safe(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TIKTOKEN_CACHE_DIR", raising=False)
     env = judge.prepare_environment()

@@ -46,6 +46,7 @@ def run_questions(settings: Any = None, progress: bool = True) -> list[dict[str,
             results.append({"id": q["id"], "expected": q["route"], "route": a.route,
                             "correct": a.route == q["route"], "relevance": a.relevance["score"],
                             "method": a.relevance["method"], "judge_failures": a.relevance["judge_failures"],
+                            "judged": a.relevance.get("judged", 0),
                             "top_similarity": a.relevance.get("top_similarity"), "total_s": a.timings["total"],
                             "timings": a.timings})
         return results
@@ -59,14 +60,14 @@ def summarise(results: list[dict[str, Any]]) -> list[dict[str, object]]:
     kb = [r["total_s"] for r in results if r["expected"] == "knowledge_base"]
     median = statistics.median(kb)
     failures = sum(r["judge_failures"] for r in results)
-    judged = sum(1 for r in results for _ in range(2))  # judge_k verdicts per question (default 2)
+    judged = sum(r["judged"] for r in results)  # verdicts the judge was asked for
     wrong = ", ".join(r["id"] for r in results if not r["correct"]) or "none"
     return [
         row("agent routing accuracy (local 0.5B model)", f"{accuracy:.0%} of {len(results)} (wrong: {wrong})"[:34],
             f">= {ROUTING_TARGET:.0%}", accuracy >= ROUTING_TARGET),
         row("agent latency, KB question, median", f"{median:.1f} s (n={len(kb)})", f"<= {LATENCY_TARGET_S:.0f} s on 2 cores",
             median <= LATENCY_TARGET_S),
-        row("agent judge parse failures (fallback used)", f"{failures} of ~{judged} verdicts", "reported", None),
+        row("agent judge parse failures (fallback used)", f"{failures} of {judged} verdicts", "reported", None),
     ]
 
 
@@ -92,7 +93,8 @@ def main() -> int:
         stack.down()
     for r in results:
         print(f"{r['id']:22} expected={r['expected']:15} got={r['route']:15} rel={r['relevance']:.2f} "
-              f"{r['method']:15} fails={r['judge_failures']} sim={r['top_similarity']} total={r['total_s']:.1f}s")
+              f"{r['method']:15} fails={r['judge_failures']} sim={r['top_similarity']} total={r['total_s']:.1f}s "
+              + " ".join(f"{k}={v:.1f}" for k, v in r["timings"].items() if k != "total"))
     for r in summarise(results):
         print(r)
     return 0
