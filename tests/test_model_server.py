@@ -246,3 +246,4 @@ def test_the_chat_model_server_keeps_a_prompt_cache(isolated_settings):
     config = model_server.server_config(isolated_settings, isolated_settings.chat_model,
                                         isolated_settings.served_chat_model, 1, embedding=False)
     assert config["models"][0]["cache"] is True and config["models"][0]["cache_size"] <= 512 << 20
+    assert config["models"][0]["logits_all"] is False  # the server's default (True) costs prefill time and memory
