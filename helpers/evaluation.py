@@ -14,7 +14,6 @@ share the judge failed to parse.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import statistics
@@ -231,18 +230,6 @@ def ragas_metrics(settings: Settings | None = None, llm: Any = None, embeddings:
     }
 
 
-def _run(coro_factory: Any) -> Any:
-    """Run a coroutine to completion, also from inside a running event loop (a notebook cell)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro_factory())
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(lambda: asyncio.run(coro_factory())).result()
-
-
 async def ascore_sample(sample: EvalSample, metrics: dict[str, Any]) -> list[Outcome]:
     """Score one sample with each metric, one after the other (the local model server answers one at a time)."""
     from ragas import SingleTurnSample
@@ -275,9 +262,11 @@ def score(samples: Sequence[EvalSample], metrics: dict[str, Any], progress: bool
     """Score every sample with the three metrics (sequentially, with a progress bar)."""
     from tqdm import tqdm
 
+    from helpers import judge
+
     results = []
     for sample in tqdm(list(samples), desc="judging", unit="question", disable=not progress):
-        results.append(SampleResult(sample, _run(lambda s=sample: ascore_sample(s, metrics))))
+        results.append(SampleResult(sample, judge.run_coroutine(lambda s=sample: ascore_sample(s, metrics))))
     return results
 
 

@@ -26,10 +26,12 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from helpers.config import Settings, get_settings
 
+T = TypeVar("T")
 JUDGE_MAX_TOKENS = 160  # one JSON object {"reason": ..., "verdict": 0|1}; the cap stops a rambling judge
 JUDGE_TIMEOUT = 180.0  # seconds per judge call (a busy 2-core machine needs them)
 
@@ -150,15 +152,19 @@ def judge_verdicts(metric: Any, question: str, contexts: list[str], answer: str 
     async def run() -> list[Verdict]:
         return [await ajudge_verdict(metric, question, c, answer) for c in contexts]
 
+    return run_coroutine(run)
+
+
+def run_coroutine(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run factory() to completion, also from inside a running event loop (a notebook cell: in a worker thread)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(run())
-    # called from inside an event loop (a notebook cell): run in a worker thread with its own loop
+        return asyncio.run(factory())
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, run()).result()
+        return pool.submit(lambda: asyncio.run(factory())).result()
 
 
 def average_precision(verdicts: list[int]) -> float:

@@ -152,12 +152,17 @@ def main() -> int:
         stack.down()
     rows.append(bench_warm_setup())
     rows.extend(recorded_workshop_runs())
-    width = max(len(r["figure"]) for r in rows)
+    print_rows(rows)
+    return 0
+
+
+def print_rows(rows: list[dict[str, object]]) -> None:
+    """The report: one line per figure with its measured value, target and verdict."""
+    width = max(len(str(r["figure"])) for r in rows)
     print(f"\n{'figure':{width}}  {'measured':34}  {'target':28}  result")
     for r in rows:
         verdict = {True: "ok", False: "MISSED", None: "info"}[r["ok"]]
-        print(f"{r['figure']:{width}}  {r['value']:34}  {r['target']:28}  {verdict}")
-    return 0
+        print(f"{r['figure']!s:{width}}  {r['value']!s:34}  {r['target']!s:28}  {verdict}")
 
 
 if __name__ == "__main__":

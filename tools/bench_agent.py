@@ -22,11 +22,6 @@ ROUTING_TARGET = 0.90
 LATENCY_TARGET_S = 20.0
 
 
-def row(figure: str, value: str, target: str, ok: bool | None) -> dict[str, object]:
-    """One line of the report."""
-    return {"figure": figure, "value": value, "target": target, "ok": ok}
-
-
 def run_questions(settings: Any = None, progress: bool = True) -> list[dict[str, Any]]:
     """Ask every question of the set once; one dict per question (route, expected, relevance, timings)."""
     sys.path.insert(0, str(ROOT))
@@ -56,6 +51,8 @@ def run_questions(settings: Any = None, progress: bool = True) -> list[dict[str,
 
 def summarise(results: list[dict[str, Any]]) -> list[dict[str, object]]:
     """Report rows from the per-question results."""
+    from bench import row  # imported here, so tools/bench.py may import this module at its top
+
     accuracy = sum(r["correct"] for r in results) / len(results)
     kb = [r["total_s"] for r in results if r["expected"] == "knowledge_base"]
     median = statistics.median(kb)
@@ -82,7 +79,7 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "tools"))
     import os
 
-    from bench import isolated_env
+    from bench import isolated_env, print_rows
 
     os.environ.update(isolated_env())
     from helpers import config, stack
@@ -95,8 +92,7 @@ def main() -> int:
         print(f"{r['id']:22} expected={r['expected']:15} got={r['route']:15} rel={r['relevance']:.2f} "
               f"{r['method']:15} fails={r['judge_failures']} sim={r['top_similarity']} total={r['total_s']:.1f}s "
               + " ".join(f"{k}={v:.1f}" for k, v in r["timings"].items() if k != "total"))
-    for r in summarise(results):
-        print(r)
+    print_rows(summarise(results))
     return 0
 
 

@@ -64,7 +64,7 @@ def bench_serving(settings=None) -> list[dict[str, object]]:  # noqa: ANN001  (S
 
 def main() -> int:
     """Run the bench alone, in an isolated stack, and print its rows."""
-    from bench import isolated_env
+    from bench import isolated_env, print_rows
 
     os.environ.update(isolated_env())
     from helpers import config, stack
@@ -73,8 +73,7 @@ def main() -> int:
         rows = bench_serving(config.reload_settings())
     finally:
         stack.down()
-    for r in rows:
-        print(f"{r['figure']}: {r['value']}  (target: {r['target']})")
+    print_rows(rows)
     return 0
 
 

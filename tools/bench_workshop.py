@@ -106,9 +106,9 @@ def main() -> int:
             from helpers import stack
 
             stack.down()
-    for r in rows:
-        verdict = {True: "ok", False: "MISSED", None: "info"}[r["ok"]]
-        print(f"{r['figure']}: {r['value']}  [{r['target']}]  {verdict}")
+    from bench import print_rows
+
+    print_rows(rows)
     return 0
 
 
