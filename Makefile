@@ -63,16 +63,16 @@ $(PHOENIX_STAMP): requirements/phoenix.txt
 phoenix-env: $(PHOENIX_STAMP)  ## Arize Phoenix's own environment (notebook 05's local trace store)
 
 models: env  ## fetch or assemble the models and verify their checksums
-	@$(PY) -m helpers.models fetch
+	@$(PY) -m helpers.layers.models fetch
 
 up: env models  ## start the local stack and wait until healthy
-	@$(PY) -m helpers.stack up
+	@$(PY) -m helpers.local.stack up
 
 down:  ## stop the local stack; leaves no process behind
-	@if [ -x $(PY) ]; then $(PY) -m helpers.stack down; else echo "nothing to stop (no environment)"; fi
+	@if [ -x $(PY) ]; then $(PY) -m helpers.local.stack down; else echo "nothing to stop (no environment)"; fi
 
 status: env  ## show the local services, their state and URLs
-	@$(PY) -m helpers.stack status
+	@$(PY) -m helpers.local.stack status
 
 lab: env  ## open JupyterLab on the notebooks (loopback only)
 	@$(VENV)/bin/jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks
@@ -85,7 +85,7 @@ book: env  ## build the Jupyter Book from the executed notebooks into build/book
 
 test: setup reference-env  ## the whole suite: unit, notebooks under papermill, nbval, book + browser check
 	@$(MAKE) --no-print-directory test-unit test-notebooks test-nbval book test-book; rc=$$?; \
-	$(PY) -m helpers.stack down >/dev/null; exit $$rc
+	$(PY) -m helpers.local.stack down >/dev/null; exit $$rc
 
 test-unit: env
 	@$(PY) -m pytest tests -m "not notebooks and not book" -q

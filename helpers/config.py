@@ -48,14 +48,14 @@ class Settings(BaseSettings):
     embedding_server_port: int = 18081
     gateway_port: int = 18084  # the LiteLLM gateway (notebook 04)
     redis_port: int = 18085  # the gateway's response cache, when redis-server is installed
-    serve_port: int = 18082  # Ray Serve's HTTP proxy (helpers.serving_local)
+    serve_port: int = 18082  # Ray Serve's HTTP proxy (services.ray_app.local_launcher)
     mcp_web_search_port: int = 18086  # the web-search MCP server (notebook 07)
     mcp_filesystem_port: int = 18087  # the filesystem MCP server (notebook 07)
     agent_api_port: int = 18089  # the supervisor agent's API (notebook 08)
     phoenix_port: int = 18088  # Arize Phoenix: trace UI, REST API and OTLP/HTTP on /v1/traces (notebook 05)
     phoenix_grpc_port: int = 18090  # Phoenix's OTLP/gRPC collector (loopback; the workshop sends over HTTP)
 
-    # the registry names of the model files (see helpers.models)
+    # the registry names of the model files (see helpers.layers.models)
     chat_model: str = "qwen2.5-coder-0.5b-instruct-q4_k_m"
     smoke_model: str = "smollm2-135m-instruct-q4_1"
     embedding_model: str = "all-minilm-l6-v2-f16"
@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     model_server_api_key: SecretStr | None = None
     serve_api_key: SecretStr | None = None
     agent_api_key: SecretStr | None = None
+
+    # where a program finds its dependencies when told by its environment (the agent's pod on EKS sets these);
+    # unset, helpers.target.Target derives them from the target (loopback ports, or in-cluster Service names)
+    gateway_url: str | None = None
+    gateway_api_key: SecretStr | None = None  # the agent's virtual key on EKS (chapter 04); else the master key
+    opensearch_endpoint: str | None = None
+    mcp_web_search_url: str | None = None
+    mcp_filesystem_url: str | None = None
 
     # eks target
     compute_mode: Literal["auto-mode", "karpenter"] = "auto-mode"  # EKS Auto Mode or self-managed Karpenter
@@ -142,11 +150,21 @@ def mask(secret: SecretStr | str | None) -> str:
     return f"{prefix + '-' if prefix else ''}…({len(value)} chars)"
 
 
+def env_file_writable(env_file: Path = ENV_FILE) -> bool:
+    """Whether .env can be created or appended to (a pod's read-only root filesystem cannot)."""
+    target = env_file if env_file.exists() else env_file.parent
+    return os.access(target, os.W_OK)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The workshop settings, generating secrets on first use."""
-    ensure_secrets()
-    return Settings()
+    """The workshop settings. On a learner's machine, missing secrets are generated into .env first; a program
+    told it runs on EKS (WORKSHOP_TARGET=eks, e.g. the agent's pod), or one whose .env cannot be written, reads
+    its settings from the environment only and writes nothing."""
+    settings = Settings()
+    if settings.target == "local" and env_file_writable() and ensure_secrets():
+        settings = Settings()
+    return settings
 
 
 def reload_settings() -> Settings:

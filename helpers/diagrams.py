@@ -142,7 +142,7 @@ def _draw_band(ax: Axes, target: str) -> None:
     if target != "eks":
         ax.text(PANEL_W / 2, 8.6, "no Kubernetes, no GPU", ha="center", va="center", fontsize=10,
                 fontweight="bold", color=edge, family=FONT)
-        ax.text(PANEL_W / 2, 5.0, "each service is a local process on 127.0.0.1, started by helpers.stack",
+        ax.text(PANEL_W / 2, 5.0, "each service is a local process on 127.0.0.1, started by helpers.local.stack",
                 ha="center", va="center", fontsize=8.8, color=MUTED, family=FONT)
         return
     ax.text(3.0, 10.4, "Karpenter node pools", ha="left", va="center", fontsize=9.5, fontweight="bold",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import agent, judge
+from helpers.layers.agent import supervisor as agent, judge
 
 ROUTING_CASES = [  # (question, expected route): one inside the knowledge base, one outside
     ("Why is my GPU pod stuck in Pending?", "knowledge_base"),
@@ -19,7 +19,7 @@ def test_question_set_is_balanced_and_complete() -> None:
     assert len(questions) >= 20 and len(kb) * 2 == len(questions)
     assert all(q.get("reference") and q.get("source") for q in kb)
     assert len({q["id"] for q in questions}) == len(questions)
-    from helpers.knowledge import KNOWLEDGE_DIR
+    from helpers.layers.rag.knowledge import KNOWLEDGE_DIR
 
     assert all((KNOWLEDGE_DIR / q["source"]).exists() for q in kb)
 
@@ -46,7 +46,7 @@ def test_average_precision_matches_ragas() -> None:
 
 
 def test_the_judge_stops_once_the_score_is_fixed() -> None:
-    from helpers.agent import exact_precision
+    from helpers.layers.agent.supervisor import exact_precision
 
     assert exact_precision([1], 1) == 1.0  # a useful top chunk: 1.0 whatever the second verdict
     assert exact_precision([0], 1) is None  # [0, 0] -> 0.0 but [0, 1] -> 0.5: ask about the second chunk
@@ -68,9 +68,10 @@ def test_judge_environment_is_offline_safe(monkeypatch: pytest.MonkeyPatch) -> N
 @pytest.fixture
 def local_supervisor(isolated_settings):
     """A supervisor on an isolated stack: the model servers directly (no gateway), web search, a small index."""
-    from helpers import knowledge, stack
-    from helpers.vectorstore import open_store
-    from helpers.vectorstore.milvus import default_path
+    from helpers.layers.rag import knowledge
+    from helpers.local import stack
+    from helpers.layers.rag.stores import open_store
+    from helpers.layers.rag.stores.milvus import default_path
 
     for name in ("model-server", "embedding-server", "mcp-web-search"):
         stack.ensure(name)

@@ -8,8 +8,8 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from helpers import agent_api
-from helpers.agent import AgentAnswer, build_supervisor
+from services.agent_api import app as agent_api
+from helpers.layers.agent.supervisor import AgentAnswer, build_supervisor
 from tests.conftest import free_port
 
 KEY = "sk-agent-test-key"
@@ -112,7 +112,7 @@ def test_unreachable_web_search_is_a_5xx_naming_it(isolated_settings) -> None:
 
 
 def test_the_stack_knows_the_service() -> None:
-    from helpers import stack
+    from helpers.local import stack
 
     service = stack.get_service("agent-api")
     assert service.port_setting == "agent_api_port" and service.health_path == "/health"

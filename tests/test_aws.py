@@ -1,4 +1,4 @@
-"""helpers.aws against botocore's own service models: every request is validated by botocore (Stubber),
+"""helpers.infra.aws against botocore's own service models: every request is validated by botocore (Stubber),
 and every canned response must match the service's output shape. No network, no credentials needed."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from helpers import aws
+from helpers.infra import aws
 from helpers.config import Settings
 
 FAKE = {"region_name": "us-west-2", "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -341,7 +341,7 @@ def test_cluster_request_is_a_valid_auto_mode_create_cluster_call() -> None:
 
 
 def test_cluster_request_defaults_to_the_validated_kubernetes_version() -> None:
-    from helpers.manifests import KUBERNETES_VERSION
+    from helpers.infra.manifests import KUBERNETES_VERSION
 
     assert aws.cluster_request("111122223333", ["subnet-a", "subnet-b"])["version"] == KUBERNETES_VERSION
 

@@ -141,14 +141,14 @@ def notebook_pages() -> list[Path]:
 
 
 def planned_chapter(url: str) -> str | None:
-    """The chapter a link points at when it is planned (helpers/chapters.py) but not written yet, else None.
+    """The chapter a link points at when it is planned (helpers/data/chapters.yaml) but not written yet, else None.
 
     MyST turns a link to a notebook that is not in the book into a bare fragment, `#05-observability.ipynb`:
     the "Next" link of the newest notebook does that until the next one exists."""
-    from helpers.chapters import CHAPTERS
+    from helpers import chapters
 
     stem = unquote(urlsplit(url).fragment).removesuffix(".ipynb")
-    planned = {name for name, _builds, _local in CHAPTERS}
+    planned = set(chapters.ids())
     if url.startswith("#") and stem in planned and not (NOTEBOOKS / f"{stem}.ipynb").exists():
         return stem
     return None

@@ -1,4 +1,4 @@
-"""Tests for helpers.doctor: structure of the local checks, port ownership, offline eks checks, quota calls."""
+"""Tests for helpers.local.doctor: structure of the local checks, port ownership, offline eks checks, quota calls."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 from botocore.stub import Stubber
 from botocore.validate import validate_parameters
 
-from helpers import config, doctor
+from helpers import config
+from helpers.local import doctor
 
 AWS_ENV = (
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE",

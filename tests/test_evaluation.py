@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from helpers import evaluation as ev
+from helpers.layers.agent import evaluation as ev
 
 
 def test_parse_questions_accepts_the_usual_shapes() -> None:

@@ -12,9 +12,11 @@ import pytest
 import requests
 import yaml
 
-from helpers import config, gateway, stack
-from helpers import manifests as m
-from helpers.gateway_hooks import find_pii, mask_pii
+from helpers import config
+from helpers.layers import gateway
+from helpers.local import stack
+from helpers.infra import manifests as m
+from services.gateway.gateway_hooks import find_pii, mask_pii
 from tests.conftest import free_port
 
 needs_proxy = pytest.mark.skipif(

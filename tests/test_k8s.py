@@ -1,4 +1,4 @@
-"""helpers.k8s offline: the Pending-pod decoder on realistic event messages, and fast failure without a cluster."""
+"""helpers.infra.k8s offline: the Pending-pod decoder on realistic event messages, and fast failure without a cluster."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import k8s
+from helpers.infra import k8s
 
 # Messages as the kube-scheduler, Karpenter and EC2 (through Karpenter's NodeClaim events) write them.
 SCHEDULER_TAINT = (

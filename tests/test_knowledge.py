@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import knowledge, stack
-from helpers.models import get_spec
-from helpers.vectorstore.milvus import MilvusStore
+from helpers.layers.rag import knowledge
+from helpers.local import stack
+from helpers.layers.models import get_spec
+from helpers.layers.rag.stores.milvus import MilvusStore
 from tests.local_http import serve
 
 DIM = 384

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import config, local_cleanup, stack
+from helpers import config
+from helpers.infra.teardown import local as local_cleanup
+from helpers.local import stack
 
 
 def test_stack_processes_and_ports_before_and_after_down(isolated_settings) -> None:

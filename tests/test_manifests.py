@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from helpers import manifests as m
+from helpers.infra import manifests as m
 from helpers.config import Settings
 from tests.template_comments import uncommented_fields
 
@@ -116,7 +116,7 @@ def test_storage_class_waits_for_first_consumer_and_encrypts() -> None:
 
 
 def test_render_text_keeps_the_comments_the_notebook_shows() -> None:
-    text = m.render_text("01-nodepools", "nodepools.yaml.j2", flavour="auto-mode", settings=SETTINGS)
+    text = m.render_text("01-cluster-and-nodepools", "nodepools.yaml.j2", flavour="auto-mode", settings=SETTINGS)
     for phrase in ("# a spend cap", "taints:", "expireAfter:", "consolidationPolicy:", "# exactly 4 GPUs"):
         assert phrase in text
 
@@ -127,7 +127,7 @@ def test_every_template_field_is_commented() -> None:
     Exempt: block openers (`labels:`), list items (their `# why` sits above), and the label/tag lines that
     loops generate from data (`{{ key }}: ...`) or that follow a Jinja statement.
     """
-    assert uncommented_fields(ROOT / "manifests" / "01-nodepools") == []
+    assert uncommented_fields(ROOT / "manifests" / "01-cluster-and-nodepools") == []
 
 
 def test_overrides_and_settings_reach_the_templates() -> None:
@@ -363,10 +363,10 @@ def test_project_schemas_are_strict() -> None:
 
 
 def test_render_object_text_returns_one_commented_object() -> None:
-    text = m.render_object_text("01-nodepools", "nodepools.yaml.j2", "gpu", target="eks", flavour="karpenter")
+    text = m.render_object_text("01-cluster-and-nodepools", "nodepools.yaml.j2", "gpu", target="eks", flavour="karpenter")
     doc = yaml.safe_load(text)
     assert doc["kind"] == "NodePool" and doc["metadata"]["name"] == "gpu"
     assert "# a spend cap" in text and "graviton" not in doc["metadata"]["name"]
     assert "karpenter.k8s.aws/instance-family" in text
     with pytest.raises(KeyError):
-        m.render_object_text("01-nodepools", "nodepools.yaml.j2", "no-such-pool")
+        m.render_object_text("01-cluster-and-nodepools", "nodepools.yaml.j2", "no-such-pool")

@@ -17,8 +17,11 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver.exceptions import ToolError
 
-from helpers import config, mcp_servers, stack
-from helpers.mcp_servers import deploy, filesystem, web_search
+from helpers import config
+from helpers.layers.mcp import local as mcp_servers
+from helpers.local import stack
+from helpers.layers.mcp import deploy
+from services.mcp import filesystem, web_search
 from tests.conftest import free_port
 
 ESCAPES = {
@@ -44,7 +47,7 @@ HTTP_ESCAPES = {label: path for label, path in ESCAPES.items() if label != "lone
 
 @pytest.fixture
 def mcp_stack(isolated_settings, monkeypatch):
-    """Both MCP servers started by helpers.stack on free loopback ports, offline backend; stopped afterwards."""
+    """Both MCP servers started by helpers.local.stack on free loopback ports, offline backend; stopped afterwards."""
     monkeypatch.setenv("WORKSHOP_MCP_WEB_SEARCH_PORT", str(free_port()))
     monkeypatch.setenv("WORKSHOP_MCP_FILESYSTEM_PORT", str(free_port()))
     monkeypatch.setenv("TAVILY_API_KEY", "")  # set but empty: the offline stand-in, whatever .env says
@@ -305,7 +308,7 @@ def test_image_requirements_match_the_workshop_lock():
         return found
 
     root = config.ROOT
-    image = pins(root / "manifests" / "07-mcp" / "image" / "requirements.txt")
+    image = pins(root / "manifests" / "07-mcp-tools" / "image" / "requirements.txt")
     lock = pins(root / "requirements" / "workshop.txt")
     assert {"mcp", "uvicorn", "starlette", "httpx", "pydantic"} <= image.keys()
     assert {name: version for name, version in image.items() if lock.get(name) != version} == {}

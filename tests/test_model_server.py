@@ -1,6 +1,6 @@
 """The local stand-in for vLLM: structured tool calls with tool_choice "auto", streaming, 404 for unknown models.
 
-The server tests start the real llama.cpp server (helpers.llama_server) through the stack, in an isolated
+The server tests start the real llama.cpp server (services.llama_server.server) through the stack, in an isolated
 state folder on free ports; the helpers below them are checked offline.
 """
 
@@ -13,7 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from openai import AuthenticationError, NotFoundError, OpenAI
 
-from helpers import llama_server, model_server, stack, tool_calls
+from helpers.layers.models import servers as model_server
+from helpers.local import stack
+from services.llama_server import server as llama_server, tool_calls
 
 WEATHER = {
     "type": "function",
@@ -131,7 +133,7 @@ def test_unknown_model_is_404_and_a_wrong_key_is_401(server):
 
 def test_the_stack_starts_the_launcher_with_the_tool_handler(isolated_settings):
     argv = model_server.chat_server_command(isolated_settings)
-    assert argv[1:3] == ["-m", "helpers.llama_server"]
+    assert argv[1:3] == ["-m", "services.llama_server.server"]
     config = json.loads(open(argv[-1]).read())
     assert config["models"][0]["chat_format"] == tool_calls.HANDLER_NAME
     assert config["models"][0]["model_alias"] == isolated_settings.served_chat_model
@@ -226,7 +228,7 @@ def test_middleware_rejects_unknown_names_and_replays_the_body_otherwise():
 def test_slim_cache_states_keep_one_row_of_logits_and_restore_the_prefix(isolated_settings):
     from llama_cpp import Llama
 
-    from helpers.models import fetch
+    from helpers.layers.models import fetch
 
     llm = Llama(model_path=str(fetch(isolated_settings.chat_model)), n_ctx=512, n_threads=isolated_settings.threads,
                 verbose=False)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import config, models
+from helpers import config
+from helpers.layers import models
 
 
 @dataclass

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import bandwidth, planner
+from helpers.layers.models import bandwidth
+from helpers.layers.vllm import planner
 from helpers.config import Settings
-from helpers.manifests import chapter_parameters
+from helpers.infra.manifests import chapter_parameters
 
 
 def test_qwen3_14b_on_g6_12xlarge_by_hand() -> None:

@@ -7,10 +7,10 @@ from decimal import Decimal
 
 import pytest
 
-from helpers import scheduling as s
-from helpers.aws import load_instance_types
+from helpers.infra import scheduling as s
+from helpers.infra.aws import load_instance_types
 from helpers.config import Settings
-from helpers.manifests import Manifest, render_chapter
+from helpers.infra.manifests import Manifest, render_chapter
 
 SETTINGS = Settings(_env_file=None, target="eks", cluster_name="test-cluster", namespace="llm-workshop")
 TABLE = load_instance_types()

@@ -13,10 +13,11 @@ import psutil
 import pytest
 from openai import AuthenticationError, BadRequestError, NotFoundError, OpenAI
 
-from helpers import config, stack
+from helpers import config
+from helpers.local import stack
 from helpers.config import Settings
-from helpers.serving import AppArgs, EmbeddingRequest, OpenAIError, embedding_texts, float32_base64, local_app_args
-from helpers.serving_local import SESSION_SUFFIX, SOCKET_PATH_LIMIT, ray_cpus, ray_temp_dir
+from services.ray_app.app import AppArgs, EmbeddingRequest, OpenAIError, embedding_texts, float32_base64, local_app_args
+from services.ray_app.local_launcher import SESSION_SUFFIX, SOCKET_PATH_LIMIT, ray_cpus, ray_temp_dir
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -207,20 +208,20 @@ def test_ray_temp_dir_fits_unix_socket_paths(tmp_path: Path) -> None:
 
 
 def _rayservice() -> dict:
-    from helpers import manifests
+    from helpers.infra import manifests
 
-    items = manifests.render_chapter("03-ray", target="eks", settings=Settings(_env_file=None))
+    items = manifests.render_chapter("03-ray-serve", target="eks", settings=Settings(_env_file=None))
     return next(m.doc for m in items if m.kind == "RayService")
 
 
 def test_ray_version_is_the_same_in_manifest_image_dockerfile_and_lock() -> None:
     from importlib.metadata import version
 
-    from helpers import ray_cluster
+    from helpers.layers.ray import deploy as ray_cluster
 
     params = ray_cluster.parameters()
     root = Path(__file__).resolve().parents[1]
-    dockerfile = (root / "manifests" / "03-ray" / "image" / "Dockerfile").read_text()
+    dockerfile = (root / "manifests" / "03-ray-serve" / "image" / "Dockerfile").read_text()
     lock = (root / "requirements" / "workshop.txt").read_text()
     ray_version = _rayservice()["spec"]["rayClusterConfig"]["rayVersion"]
     assert ray_version == params["ray_version"] == version("ray")
@@ -233,10 +234,11 @@ def test_ray_version_is_the_same_in_manifest_image_dockerfile_and_lock() -> None
 
 
 def test_image_compiles_nothing_at_start_up_and_bakes_verified_models() -> None:
-    from helpers import models, ray_cluster
+    from helpers.layers import models
+    from helpers.layers.ray import deploy as ray_cluster
 
     root = Path(__file__).resolve().parents[1]
-    dockerfile = (root / "manifests" / "03-ray" / "image" / "Dockerfile").read_text()
+    dockerfile = (root / "manifests" / "03-ray-serve" / "image" / "Dockerfile").read_text()
     final_stage = dockerfile.split("AS wheel", 1)[1].split("\nFROM ", 1)[1]
     assert "pip wheel" not in final_stage and "cmake" not in final_stage.lower(), "compile only in the wheel stage"
     instructions = "\n".join(line for line in dockerfile.splitlines() if not line.lstrip().startswith("#"))
@@ -248,21 +250,22 @@ def test_image_compiles_nothing_at_start_up_and_bakes_verified_models() -> None:
         spec = models.get_spec(name)
         assert path == f"/models/{spec.filename}"
         assert f'echo "{spec.sha256}  {path}" | sha256sum -c -' in dockerfile
-    ignore = (root / "manifests" / "03-ray" / "image" / "Dockerfile.dockerignore").read_text()
+    ignore = (root / "manifests" / "03-ray-serve" / "image" / "Dockerfile.dockerignore").read_text()
     rules = [line for line in ignore.splitlines() if line and not line.startswith("#")]
-    assert rules[0] == "*" and "!helpers/serving.py" in rules and not any(".env" in r for r in rules)
+    assert rules[0] == "*" and "!services/ray_app/app.py" in rules and not any(".env" in r for r in rules)
 
 
 def test_rayservice_runs_the_same_app_on_graviton_with_autoscaling() -> None:
     import yaml
 
-    from helpers import manifests, serving
+    from helpers.infra import manifests
+    from services.ray_app import app as serving
 
     doc = _rayservice()
     assert manifests.check([doc]) == []
     config_ = yaml.safe_load(doc["spec"]["serveConfigV2"])
     app = config_["applications"][0]
-    assert app["import_path"] == "helpers.serving:app_builder"
+    assert app["import_path"] == "services.ray_app.app:app_builder"
     args = serving.AppArgs.model_validate(app["args"])  # the args the cluster passes are ones the code accepts
     assert args.api_key_env == "WORKSHOP_SERVE_API_KEY" and "sk-" not in doc["spec"]["serveConfigV2"]
     deployments = {d["name"]: d for d in app["deployments"]}
@@ -285,7 +288,7 @@ def test_rayservice_runs_the_same_app_on_graviton_with_autoscaling() -> None:
 def test_app_builder_binds_three_deployments_without_a_cluster(isolated_settings: Settings) -> None:
     from ray.serve.deployment import Application
 
-    from helpers.serving import app_builder
+    from services.ray_app.app import app_builder
 
     assert isinstance(app_builder(local_app_args(isolated_settings)), Application)
     assert isinstance(app_builder({**local_app_args(isolated_settings), "chat_model_path": None}), Application)

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from helpers import serving_benchmark as sb
-from helpers import stack
+from helpers.layers.vllm import benchmark as sb
+from helpers.local import stack
 
 
 def rec(i: int, start: float, ttft: float, gaps: list[float], success: bool = True, tokens: int | None = None

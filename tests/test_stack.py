@@ -11,7 +11,7 @@ import psutil
 import pytest
 from openai import OpenAI
 
-from helpers import stack
+from helpers.local import stack
 
 
 def stack_processes(settings) -> list[psutil.Process]:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from helpers import manifests as m
-from helpers import teardown
+from helpers.infra import manifests as m
+from helpers.infra import teardown
 from helpers.config import Settings
 
 SETTINGS = Settings(_env_file=None, target="eks", cluster_name="test-cluster", namespace="llm-workshop")
@@ -267,7 +267,7 @@ def test_aws_steps_touch_only_tagged_stacks_and_workshop_repositories() -> None:
 
     cfn = FakeClient(describe_stacks=describe_stacks)
     ecr = FakeClient(describe_repositories={"repositories": [{"repositoryName": "x"}]})
-    entries = [teardown.plan_entry(teardown.AWS_API, "CloudFormationStack", name, None, "06-vector")
+    entries = [teardown.plan_entry(teardown.AWS_API, "CloudFormationStack", name, None, "06-vector-index")
                for name in ("test-cluster-knowledge-opensearch", "untagged", "gone")]
     entries += [teardown.plan_entry(teardown.AWS_API, "ECRRepository", name, None, "99-images")
                 for name in ("llm-eks-workshop/mcp-servers", "team/app")]

@@ -15,8 +15,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
-from helpers import config, gateway, observability, stack, tracing
-from helpers import manifests as m
+from helpers import config
+from helpers.layers import gateway
+from helpers.layers.observability import deploy as observability, tracing
+from helpers.local import stack
+from helpers.infra import manifests as m
 
 LANGFUSE_ENV = {"LANGFUSE_PUBLIC_KEY": "pk-lf-test", "LANGFUSE_SECRET_KEY": "sk-lf-test",
                 "LANGFUSE_HOST": "https://langfuse.example.invalid/"}
@@ -152,7 +155,7 @@ def test_server_middleware_continues_the_callers_trace_with_model_and_tokens() -
 
 
 def test_ray_serve_tracing_is_a_no_op_without_an_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
-    from helpers import serving
+    from services.ray_app import app as serving
 
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
     monkeypatch.setattr(serving, "_tracer_state", {})
@@ -287,7 +290,7 @@ def test_internet_facing_langfuse_needs_tls() -> None:
 
 def test_metrics_services_select_pods_that_exist_and_serve_on_that_port() -> None:
     pods = []
-    for chapter in ("02-vllm", "03-ray"):
+    for chapter in ("02-vllm", "03-ray-serve"):
         for item in m.render_chapter(chapter, target="eks"):
             for _, template in m.pod_templates(item.doc):
                 pods.append(template)

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import manifests
-from helpers.vectorstore import (
+from helpers.infra import manifests
+from helpers.layers.rag.stores import (
     Chunk,
     InvalidVector,
     VectorStoreError,
@@ -27,9 +27,9 @@ from helpers.vectorstore import (
     open_store,
     recall_at_k,
 )
-from helpers.vectorstore import domain
-from helpers.vectorstore.milvus import MilvusHnsw, MilvusStore, milvus_filter
-from helpers.vectorstore.opensearch import DryRunDomain, OpenSearchHnsw, OpenSearchStore, index_body, knn_query
+from helpers.layers.rag import deploy as domain
+from helpers.layers.rag.stores.milvus import MilvusHnsw, MilvusStore, milvus_filter
+from helpers.layers.rag.stores.opensearch import DryRunDomain, OpenSearchHnsw, OpenSearchStore, index_body, knn_query
 from tests.local_http import serve
 
 DIM = 16
@@ -149,12 +149,12 @@ def test_a_milvus_lite_file_open_in_another_process_gives_a_clear_error(tmp_path
     path = tmp_path / "kb.db"
     with MilvusStore(path) as store:
         store.ensure_collection(DIM)
-        code = ("import sys\nfrom helpers.vectorstore.milvus import MilvusStore\nfrom helpers.vectorstore import "
+        code = ("import sys\nfrom helpers.layers.rag.stores.milvus import MilvusStore\nfrom helpers.layers.rag.stores import "
                 "VectorStoreError\ntry:\n    MilvusStore(sys.argv[1])\nexcept VectorStoreError as e:\n    print(e)\n")
         out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=ROOT,
                              timeout=120)
         assert "Only one process at a time" in out.stdout
-    out = subprocess.run([sys.executable, "-c", "import sys\nfrom helpers.vectorstore.milvus import MilvusStore\n"
+    out = subprocess.run([sys.executable, "-c", "import sys\nfrom helpers.layers.rag.stores.milvus import MilvusStore\n"
                           "print(MilvusStore(sys.argv[1]).dim)", str(path)], capture_output=True, text=True, cwd=ROOT,
                          timeout=120)
     assert out.stdout.strip() == str(DIM), "close() released the file"
@@ -375,9 +375,9 @@ def test_the_stack_plan_names_this_cluster_and_needs_iam_capability(isolated_set
 
 def test_milvus_standalone_manifests_pass_the_checks_with_pinned_image_probes_and_gp3():
     for target in manifests.TARGETS:
-        docs = manifests.render_chapter("06-vector", target=target, include_on_demand=True)
+        docs = manifests.render_chapter("06-vector-index", target=target, include_on_demand=True)
         assert manifests.check(docs) == []
-        assert manifests.render_chapter("06-vector", target=target) == [], "Milvus is on demand only"
+        assert manifests.render_chapter("06-vector-index", target=target) == [], "Milvus is on demand only"
     sts = next(m.doc for m in docs if m.kind == "StatefulSet")
     container = sts["spec"]["template"]["spec"]["containers"][0]
     assert manifests.image_tag(container["image"]) not in (None, "latest")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import k8s, manifests, scheduling, vllm_cluster
+from helpers.infra import k8s, manifests, scheduling
+from helpers.layers.vllm import deploy as vllm_cluster
 from helpers.config import Settings
 from tests.template_comments import uncommented_fields
 
@@ -80,7 +81,7 @@ def test_pod_shape(objects: dict[str, dict], server: str) -> None:
     assert {"name": "dshm", "mountPath": "/dev/shm"} in c["volumeMounts"]
     claim = volumes["cache"]["persistentVolumeClaim"]["claimName"]
     pvc = objects[f"PersistentVolumeClaim/llm-workshop/{claim}"]
-    storage_class = manifests.chapter_parameters("01-nodepools")["storage_class"]["name"]
+    storage_class = manifests.chapter_parameters("01-cluster-and-nodepools")["storage_class"]["name"]
     assert pvc["spec"]["storageClassName"] == storage_class
     service = objects[f"Service/llm-workshop/{server}"]
     assert service["spec"]["type"] == "ClusterIP" and service["spec"]["ports"][0]["targetPort"] == "http"
@@ -217,7 +218,7 @@ def test_call_service_goes_through_the_api_server_proxy(fake_api_server: list[di
 
 
 def test_the_plan_is_checked_against_the_running_servers_log(fake_api_server: list[dict]) -> None:
-    from helpers import planner
+    from helpers.layers.vllm import planner
 
     log = vllm_cluster.server_log("reasoning", "llm-workshop")
     instance_type = vllm_cluster.server_instance_type("reasoning", "llm-workshop")

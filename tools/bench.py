@@ -43,8 +43,10 @@ def isolated_env() -> dict[str, str]:
 
 
 def bench_stack_up() -> dict[str, object]:
-    """Seconds from `python -m helpers.stack up model-server` to a healthy server (models cached)."""
-    from helpers import config, models, stack
+    """Seconds from `python -m helpers.local.stack up model-server` to a healthy server (models cached)."""
+    from helpers import config
+    from helpers.layers import models
+    from helpers.local import stack
 
     models.fetch(config.get_settings().chat_model)
     start = time.perf_counter()
@@ -58,7 +60,8 @@ def bench_chat_ratio() -> dict[str, object]:
     from llama_cpp import Llama
     from openai import OpenAI
 
-    from helpers import config, models
+    from helpers import config
+    from helpers.layers import models
 
     settings = config.get_settings()
     client = OpenAI(base_url=settings.model_server_url, api_key=settings.model_server_api_key.get_secret_value())
@@ -141,7 +144,7 @@ def main() -> int:
     os.environ.update(isolated_env())
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "tools"))
-    from helpers import stack
+    from helpers.local import stack
 
     rows = []
     try:

@@ -27,7 +27,10 @@ def run_questions(settings: Any = None, progress: bool = True) -> list[dict[str,
     sys.path.insert(0, str(ROOT))
     from tqdm import tqdm
 
-    from helpers import agent, config, knowledge, stack
+    from helpers import config
+    from helpers.layers.agent import supervisor as agent
+    from helpers.layers.rag import knowledge
+    from helpers.local import stack
 
     settings = settings or config.get_settings()
     for name in ("gateway", "mcp-web-search", "mcp-filesystem"):
@@ -82,7 +85,8 @@ def main() -> int:
     from bench import isolated_env, print_rows
 
     os.environ.update(isolated_env())
-    from helpers import config, stack
+    from helpers import config
+    from helpers.local import stack
 
     try:
         results = run_questions(config.reload_settings())

@@ -130,7 +130,9 @@ def bench_gateway() -> list[dict[str, object]]:
     sys.path.insert(0, str(ROOT))
     from openai import OpenAI
 
-    from helpers import config, gateway, stack
+    from helpers import config
+    from helpers.layers import gateway
+    from helpers.local import stack
 
     settings = config.reload_settings()
     if not gateway.proxy_installed():

@@ -8,7 +8,7 @@ Runs its own stack (state folder and ports of its own) when run alone, so it nev
 
 - Raw embedding throughput: the knowledge base's chunk texts POSTed straight to the embedding server, in the
   same batches as ingestion, with nothing else done (chunks per second).
-- Ingestion throughput: `helpers.knowledge.ingest` from the Markdown files into an empty Milvus Lite
+- Ingestion throughput: `helpers.layers.rag.knowledge.ingest` from the Markdown files into an empty Milvus Lite
   collection (chunking, token counting, embedding through the same server, vector checks, writes, deletes,
   flush and index build), chunks written per second of the whole run.
 Both are measured twice, interleaved, so drift in machine load hits both alike; the medians are compared.
@@ -39,9 +39,11 @@ K = 5
 def bench_ingest() -> list[dict[str, object]]:
     """Ingestion vs raw embedding throughput (same model, same server, same run) and recall@5 of the index."""
     sys.path.insert(0, str(ROOT))
-    from helpers import config, knowledge, stack
-    from helpers.vectorstore import recall_at_k
-    from helpers.vectorstore.milvus import MilvusStore
+    from helpers import config
+    from helpers.layers.rag import knowledge
+    from helpers.local import stack
+    from helpers.layers.rag.stores import recall_at_k
+    from helpers.layers.rag.stores.milvus import MilvusStore
 
     settings = config.reload_settings()
     stack.ensure("embedding-server")
@@ -91,7 +93,7 @@ def main() -> int:
     """Run the knowledge bench in an isolated stack and print its rows."""
     os.environ.update(isolated_env())
     sys.path.insert(0, str(ROOT))
-    from helpers import stack
+    from helpers.local import stack
 
     try:
         rows = bench_ingest()

@@ -29,7 +29,10 @@ def bench_chat_bandwidth() -> dict[str, object]:
     from bench import row  # imported here, so tools/bench.py may import this module at its top
     from openai import OpenAI
 
-    from helpers import bandwidth, config, models, stack
+    from helpers import config
+    from helpers.layers import models
+    from helpers.layers.models import bandwidth
+    from helpers.local import stack
 
     settings = config.get_settings()
     stack.ensure("model-server")
@@ -53,7 +56,7 @@ def main() -> int:
     from bench import isolated_env
 
     os.environ.update(isolated_env())
-    from helpers import stack
+    from helpers.local import stack
 
     try:
         result = bench_chat_bandwidth()

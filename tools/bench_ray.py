@@ -73,8 +73,10 @@ def bench_embeddings_ratio() -> dict[str, object]:
     from llama_cpp import Llama
     from openai import OpenAI
 
-    from helpers import config, models, stack
-    from helpers.serving import embed_grouped
+    from helpers import config
+    from helpers.layers import models
+    from helpers.local import stack
+    from services.ray_app.app import embed_grouped
 
     settings = config.reload_settings()
     model = str(models.fetch(settings.embedding_model))

@@ -4,7 +4,7 @@
 
 Runs in its own state folder and ports (never touches a running workshop stack). Prints TTFT/TPOT/E2EL
 percentiles, output tokens/s, goodput under the SLO below, and the cost per million output tokens priced
-as helpers.serving_benchmark.ASSUMED_LOCAL_INSTANCE; saves the JSON result under build/benchmarks/.
+as helpers.layers.vllm.benchmark.ASSUMED_LOCAL_INSTANCE; saves the JSON result under build/benchmarks/.
 `bench_serving(settings)` returns the report rows for tools/bench.py.
 """
 
@@ -30,8 +30,9 @@ def bench_serving(settings=None) -> list[dict[str, object]]:  # noqa: ANN001  (S
     """Concurrency sweep (1, 2, 4) of streamed requests against the local model server; one row per level."""
     from bench import row  # imported here, so tools/bench.py may import this module at its top
 
-    from helpers import config, stack
-    from helpers import serving_benchmark as sb
+    from helpers import config
+    from helpers.local import stack
+    from helpers.layers.vllm import benchmark as sb
 
     settings = settings or config.get_settings()
     stack.ensure("model-server")
@@ -67,7 +68,8 @@ def main() -> int:
     from bench import isolated_env, print_rows
 
     os.environ.update(isolated_env())
-    from helpers import config, stack
+    from helpers import config
+    from helpers.local import stack
 
     try:
         rows = bench_serving(config.reload_settings())

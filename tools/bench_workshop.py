@@ -103,7 +103,7 @@ def main() -> int:
         rows = bench_workshop(run_missing)
     finally:
         if run_missing:
-            from helpers import stack
+            from helpers.local import stack
 
             stack.down()
     from bench import print_rows

@@ -4,9 +4,9 @@ Staging (build/book-src) holds book/ as written plus what is computed at build t
 book is typed by hand and no page links to a notebook that does not exist yet:
 
 - `_toc.yml`: intro, architecture, every `notebooks/NN-*.ipynb` present (in chapter order, see
-  helpers/chapters.py), glossary, troubleshooting, cost. There is no _toc.yml in book/: this is the only one.
+  helpers/data/chapters.yaml), glossary, troubleshooting, cost. There is no _toc.yml in book/: this is the only one.
 - `_config.yml`: book/_config.yml plus MyST substitutions: `{{ nb02 }}` is a link to notebook 02 when it
-  exists (else its name in plain text), `{{ cost_total }}` and friends are computed by helpers.scheduling.
+  exists (else its name in plain text), `{{ cost_total }}` and friends are computed by helpers.infra.scheduling.
 - `generated/*.md`: tables the pages pull in with `{include}`: the chapters, the local services, the hourly
   cost part by part (`scheduling.platform_cost().rows()`), what each notebook adds to it, the spend caps,
   how each pool scales down, the probes of every server, and the Pending-pod decoder on real event texts.
@@ -39,7 +39,7 @@ PAGES_BEFORE = ("architecture",)
 PAGES_AFTER = ("glossary", "troubleshooting", "cost")
 
 # Event messages as the kube-scheduler, Karpenter and EC2 (through Karpenter's NodeClaim events) write them;
-# the book shows what helpers.k8s.decode_pending makes of each one.
+# the book shows what helpers.infra.k8s.decode_pending makes of each one.
 PENDING_EXAMPLES: tuple[tuple[str, str], ...] = (
     (
         "kube-scheduler: a CPU pod points at GPU nodes, or a GPU pod lacks the toleration",
@@ -95,8 +95,11 @@ PENDING_EXAMPLES: tuple[tuple[str, str], ...] = (
 
 
 def notebook_files() -> list[Path]:
-    """Every notebooks/NN-*.ipynb, in chapter order (the NN prefix is the order of helpers/chapters.py)."""
-    return sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
+    """Every notebook present, in teaching order (helpers/data/chapters.yaml), then any unlisted one by name."""
+    from helpers import chapters
+
+    listed = [c.notebook for c in chapters.all_chapters() if c.notebook.exists()]
+    return listed + sorted(set(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb")) - set(listed))
 
 
 def notebook_title(path: Path) -> str:
@@ -126,11 +129,11 @@ def toc(stems: list[str]) -> dict[str, Any]:
 
 def chapter_substitutions(titles: dict[str, str]) -> dict[str, str]:
     """`nbNN` for every chapter: a link when the notebook exists, its plain name when it does not (yet)."""
-    from helpers.chapters import CHAPTERS
+    from helpers import chapters
 
     subs = {}
-    for stem, builds, _local in CHAPTERS:
-        number = stem[:2]
+    for chapter in chapters.all_chapters():
+        stem, builds, number = chapter.id, chapter.builds, chapter.number
         if stem in titles:
             subs[f"nb{number}"] = f"[{titles[stem]}](notebooks/{stem}.ipynb)"
         else:
@@ -140,10 +143,11 @@ def chapter_substitutions(titles: dict[str, str]) -> dict[str, str]:
 
 def chapters_table(titles: dict[str, str]) -> str:
     """Which notebook builds what, in both targets (links only to the notebooks that exist)."""
-    from helpers.chapters import CHAPTERS
+    from helpers import chapters
 
     rows = []
-    for stem, builds, local in CHAPTERS:
+    for chapter in chapters.all_chapters():
+        stem, builds, local = chapter.id, chapter.builds, chapter.local
         name = f"[{titles[stem]}](notebooks/{stem}.ipynb)" if stem in titles else f"{stem} (not in this edition yet)"
         rows.append({"notebook": name, "builds (eks)": builds, "runs locally": local})
     return md_table(rows)
@@ -196,10 +200,10 @@ def book_settings() -> Any:
 
 def workshop_workloads(flavour: str, settings: Any) -> list[Any]:
     """What the finished platform runs, as notebook 01 counts it: every chapter's workloads plus the operators' pods."""
-    from helpers import k8s, manifests, scheduling
+    from helpers.infra import k8s, manifests, scheduling
 
     operator_pods = [
-        scheduling.Workload(name=pod, chapter="01-nodepools", replicas=1, cpu=cpu, memory=memory,
+        scheduling.Workload(name=pod, chapter="01-cluster-and-nodepools", replicas=1, cpu=cpu, memory=memory,
                             why=f"operator pod of the {release.name} chart")
         for release in k8s.operator_releases(flavour, settings.namespace, settings.cluster_name)
         for pod, cpu, memory in release.pods
@@ -218,9 +222,9 @@ def nodes_text(report: Any) -> str:
 
 
 def cost_pages(titles: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    """The cost guide's tables and numbers, all computed from helpers.scheduling and the rendered manifests."""
-    from helpers import aws, manifests, scheduling
-    from helpers.chapters import CHAPTERS
+    """The cost guide's tables and numbers, all computed from helpers.infra.scheduling and the rendered manifests."""
+    from helpers import chapters
+    from helpers.infra import aws, manifests, scheduling
 
     settings = book_settings()
     flavour = manifests.default_flavour(settings)
@@ -245,7 +249,7 @@ def cost_pages(titles: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     )
 
     # what each notebook adds, in teaching order: cumulative cost of chapters <= N, minus chapters < N
-    stems = {stem[:2]: stem for stem, _builds, _local in CHAPTERS}
+    stems = {c.number: c.id for c in chapters.all_chapters()}
     numbers = sorted({w.chapter[:2] for w in workloads})
     rows, previous = [], Decimal(0)
     for number in numbers:
@@ -307,7 +311,7 @@ def cost_pages(titles: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
 
 def quota_console_url(quota_code: str, region: str) -> str:
     """The Service Quotas console page of a quota (the doctor prints the same link)."""
-    from helpers import doctor
+    from helpers.local import doctor
 
     quota = next(q for q in doctor.QUOTAS if q.quota_code == quota_code)
     return quota.console_url(region)
@@ -327,7 +331,7 @@ def quota_commands(service_code: str, quota_code: str, vcpus: int, region: str) 
 
 def volumes_table(settings: Any, flavour: str) -> str:
     """The PersistentVolumeClaims the rendered manifests create, and what their gp3 storage costs per hour."""
-    from helpers import manifests, scheduling
+    from helpers.infra import manifests, scheduling
 
     rows, total = [], Decimal(0)
     for m in manifests.render(target="eks", flavour=flavour, settings=settings):
@@ -346,10 +350,10 @@ def volumes_table(settings: Any, flavour: str) -> str:
 
 def scale_down_table(settings: Any, flavour: str) -> str:
     """How each node pool scales down, read from the rendered NodePools."""
-    from helpers import manifests
+    from helpers.infra import manifests
 
     rows = []
-    for m in manifests.render_chapter("01-nodepools", target="eks", flavour=flavour, settings=settings):
+    for m in manifests.render_chapter("01-cluster-and-nodepools", target="eks", flavour=flavour, settings=settings):
         if m.kind != "NodePool":
             continue
         spec = m.doc["spec"]
@@ -381,7 +385,7 @@ def _duration(seconds: int) -> str:
 
 def probes_table(settings: Any, flavour: str) -> str:
     """Every serving container of the rendered manifests and how long each of its probes may fail."""
-    from helpers import manifests
+    from helpers.infra import manifests
 
     rows = []
     for m in manifests.render(target="eks", flavour=flavour, settings=settings):
@@ -404,8 +408,8 @@ def probes_table(settings: Any, flavour: str) -> str:
 
 
 def local_services_table() -> str:
-    """The local stack's services at their default ports (helpers.stack.SERVICES)."""
-    from helpers import stack
+    """The local stack's services at their default ports (helpers.local.stack.SERVICES)."""
+    from helpers.local import stack
     from helpers.config import Settings
 
     defaults = Settings.model_fields
@@ -425,8 +429,8 @@ def local_services_table() -> str:
 
 
 def decoder_examples() -> str:
-    """Each example event message and what helpers.k8s.decode_pending makes of it."""
-    from helpers import k8s
+    """Each example event message and what helpers.infra.k8s.decode_pending makes of it."""
+    from helpers.infra import k8s
 
     parts = []
     for title, message in PENDING_EXAMPLES:
@@ -473,13 +477,13 @@ def stage() -> Path:
         shutil.rmtree(STAGE)
     shutil.copytree(ROOT / "book", STAGE, ignore=shutil.ignore_patterns("_build", "_toc.yml"))
     (STAGE / "notebooks").mkdir()
-    from helpers.chapters import CHAPTERS
+    from helpers import chapters
 
-    known = {stem for stem, _b, _l in CHAPTERS}
+    known = set(chapters.ids())
     titles: dict[str, str] = {}
     for nb in notebook_files():
         if nb.stem not in known:
-            print(f"book: {nb.name} is not listed in helpers/chapters.py; added in file-name order", file=sys.stderr)
+            print(f"book: {nb.name} is not listed in helpers/data/chapters.yaml; added in file-name order", file=sys.stderr)
         _copy_notebook(nb, STAGE / "notebooks" / nb.name)
         titles[nb.stem] = notebook_title(STAGE / "notebooks" / nb.name)  # the copy the book shows
 
@@ -487,7 +491,7 @@ def stage() -> Path:
     (STAGE / "_toc.yml").write_text(header + yaml.safe_dump(toc(list(titles)), sort_keys=False))
 
     settings = book_settings()
-    from helpers import manifests
+    from helpers.infra import manifests
 
     flavour = manifests.default_flavour(settings)
     generated = STAGE / GENERATED
@@ -522,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         src = stage()
     except Exception as error:  # a chapter's manifests or a notebook that cannot be read: say which, stop
         print(f"book: staging failed, {type(error).__name__}: {error}\n"
-              "Fix the file named above (`python -m helpers.manifests check` checks every chapter's manifests), "
+              "Fix the file named above (`python -m helpers.infra.manifests check` checks every chapter's manifests), "
               "then re-run `make book`.", file=sys.stderr)
         return 1
     if args.stage_only:

@@ -16,7 +16,9 @@ NOTEBOOKS = ROOT / "notebooks"
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
     """The workshop's notebooks in teaching order (their names start with the chapter number)."""
-    found = sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
+    from helpers import chapters
+
+    found = [c.notebook for c in chapters.all_chapters() if c.notebook.exists()]
     if only:
         found = [nb for nb in found if any(nb.name.startswith(o) or nb.stem == o for o in only)]
     return found

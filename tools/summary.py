@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from helpers import stack  # noqa: E402
+from helpers.local import stack  # noqa: E402
 
 
 def main() -> int:

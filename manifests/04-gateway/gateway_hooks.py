@@ -1,1 +1,1 @@
-../../helpers/gateway_hooks.py
+../../services/gateway/gateway_hooks.py

@@ -1,0 +1,1 @@
+"""The platform's infrastructure: manifests, Kubernetes, AWS, scheduling and cost, teardown."""

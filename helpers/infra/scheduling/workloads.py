@@ -1,0 +1,128 @@
+"""The workshop's workloads as the scheduler sees them: requests per pod, placement rules, image architectures.
+
+Read from every chapter's rendered manifests; the pods of Helm releases the workshop installs (which are not
+its manifests) come from `manifests/<chapter>/helm-workloads.yaml`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from helpers.infra.manifests import MANIFESTS_DIR, Manifest, pod_specs
+from helpers.infra.scheduling.pools import quantity_cpu, quantity_gib
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A workload of the workshop as the scheduler sees it: requests per pod, placement rules, image architectures."""
+
+    name: str
+    chapter: str
+    replicas: int
+    cpu: str
+    memory: str
+    gpus: int = 0
+    neuron_devices: int = 0
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[dict[str, str], ...] = ()
+    image_architectures: tuple[str, ...] = ("amd64", "arm64")
+    max_replicas: int | None = None
+    why: str = ""
+
+    @property
+    def cpu_cores(self) -> float:
+        """CPU request per pod, in cores."""
+        return quantity_cpu(self.cpu)
+
+    @property
+    def memory_gib(self) -> float:
+        """Memory request per pod, in GiB."""
+        return quantity_gib(self.memory)
+
+    def requests_text(self) -> str:
+        """The pod's requests in one short string."""
+        parts = [f"{self.cpu} CPU", self.memory]
+        if self.gpus:
+            parts.append(f"{self.gpus} GPU")
+        if self.neuron_devices:
+            parts.append(f"{self.neuron_devices} Neuron")
+        return " / ".join(parts)
+
+
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+X86_TOLERATION = {"key": "llm-eks-workshop/pool", "operator": "Equal", "value": "x86", "effect": "NoSchedule"}
+
+
+def planned_workloads() -> list[Workload]:
+    """The pods of the Helm releases the workshop installs (not its manifests): manifests/*/helm-workloads.yaml."""
+    found = []
+    for path in sorted(MANIFESTS_DIR.glob("*/helm-workloads.yaml")):
+        for row in yaml.safe_load(path.read_text()) or []:
+            found.append(Workload(chapter=path.parent.name, **{k: tuple(v) if isinstance(v, list) else v
+                                                                for k, v in row.items()}))
+    return found
+
+
+def _pod_requests(spec: dict[str, Any]) -> dict[str, float]:
+    total = {"cpu": 0.0, "memory": 0.0, "nvidia.com/gpu": 0.0, "aws.amazon.com/neuron": 0.0}
+    for container in spec.get("containers") or []:
+        requests = {
+            **((container.get("resources") or {}).get("limits") or {}),
+            **((container.get("resources") or {}).get("requests") or {}),
+        }
+        total["cpu"] += quantity_cpu(requests.get("cpu", 0))
+        total["memory"] += quantity_gib(requests.get("memory", 0))
+        total["nvidia.com/gpu"] += float(requests.get("nvidia.com/gpu", 0))
+        total["aws.amazon.com/neuron"] += float(requests.get("aws.amazon.com/neuron", 0))
+    return total
+
+
+def workloads_from_manifests(items: Iterable[Manifest | dict[str, Any]]) -> list[Workload]:
+    """Workloads read from rendered Deployments, StatefulSets and Ray objects (requests, selectors, tolerations)."""
+    result = []
+    for item in items:
+        doc = item.doc if isinstance(item, Manifest) else item
+        chapter = item.chapter if isinstance(item, Manifest) else ""
+        kind = doc.get("kind")
+        if kind not in ("Deployment", "StatefulSet", "RayService", "RayCluster"):
+            continue
+        name = doc["metadata"]["name"]
+        cluster = (doc["spec"].get("rayClusterConfig") if kind == "RayService" else doc["spec"]) or {}
+        groups = {f"worker {g.get('groupName', '?')}": g for g in cluster.get("workerGroupSpecs") or []}
+        for where, spec in pod_specs(doc):
+            if where in groups:
+                group = groups[where]
+                replicas = int(group.get("minReplicas", group.get("replicas", 1)))
+                maximum: int | None = int(group.get("maxReplicas", replicas))
+                label = f"{name}-{where.replace(' ', '-')}"
+            else:
+                replicas = 1 if where == "head" else int(doc["spec"].get("replicas", 1))
+                maximum, label = None, f"{name}-head" if where == "head" else name
+            requests = _pod_requests(spec)
+            selector = dict(spec.get("nodeSelector") or {})
+            arch = selector.get("kubernetes.io/arch")
+            result.append(
+                Workload(
+                    name=label,
+                    chapter=chapter,
+                    replicas=replicas,
+                    cpu=f"{requests['cpu']:g}",
+                    memory=f"{requests['memory']:g}Gi",
+                    gpus=int(requests["nvidia.com/gpu"]),
+                    neuron_devices=int(requests["aws.amazon.com/neuron"]),
+                    node_selector=selector,
+                    tolerations=tuple(spec.get("tolerations") or ()),
+                    image_architectures=(arch,) if arch else ("amd64", "arm64"),
+                    max_replicas=maximum,
+                    why=f"from {kind}/{name} in manifests/{chapter}" if chapter else f"from {kind}/{name}",
+                )
+            )
+    return result
+
+
+def platform_workloads(items: Iterable[Manifest | dict[str, Any]]) -> list[Workload]:
+    """The workshop's workloads: those of the rendered manifests (t.render_all()), then the Helm releases' pods."""
+    return workloads_from_manifests(items) + planned_workloads()

@@ -1,0 +1,1 @@
+"""One package per hop of the request path, each with its eks side in deploy.py."""

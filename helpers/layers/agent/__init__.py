@@ -1,0 +1,1 @@
+"""The supervisor agent (chapter 08), its judge and its evaluation (chapter 09)."""

@@ -1,0 +1,1 @@
+"""Chapter 05: one trace per request (tracing), and Langfuse/metrics on EKS (deploy)."""

@@ -1,0 +1,1 @@
+"""What runs on this machine: the supervised local stack and the preflight doctor."""

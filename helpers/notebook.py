@@ -1,0 +1,126 @@
+"""What every notebook shows the same way: tables, highlighted YAML, exercise self-checks, target-gated cells.
+
+The cell magic `%%on NEED` (registered by `workshop.setup`) runs a cell only where it can run:
+
+    %%on local     the laptop stack (skipped on eks)
+    %%on eks       offline eks preparation (skipped on local)
+    %%on cluster   needs the kubeconfig's cluster (eks, and it answered)
+    %%on aws       needs AWS credentials (eks, and they work)
+
+A skipped cell prints why once for a run of consecutive skipped cells (the target's skip message), so a section
+of cluster steps says it once, not in every cell.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from helpers.target import Target
+
+NEEDS = ("local", "eks", "cluster", "aws")
+_MISSING = object()
+
+
+def table(rows: Iterable[Mapping[str, Any]] | Any, name: str, precision: int | None = None) -> Any:
+    """Rows (dicts, or a DataFrame) as a left-aligned table; `name` is a fixed id, so outputs are reproducible."""
+    import pandas as pd
+
+    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    frame = frame.astype(object).where(frame.notna(), "")  # an absent value shows as blank, never as nan/None
+    styles = [{"selector": "th, td", "props": "text-align: left; vertical-align: top;"}]
+    styler = frame.style.hide(axis="index").set_uuid(name).set_table_styles(styles)
+    if precision is not None:
+        styler = styler.format(precision=precision)
+    return styler
+
+
+def code_block(text: str, language: str = "yaml") -> Any:
+    """Text shown as a highlighted code block."""
+    from IPython.display import Markdown
+
+    return Markdown(f"```{language}\n{text.rstrip()}\n```")
+
+
+def yaml_block(text: str) -> Any:
+    """YAML text, highlighted (a rendered manifest with its comments)."""
+    return code_block(text, "yaml")
+
+
+def self_check(name: str, answer: Any, expected: Any = _MISSING, *, check: Callable[[Any], bool] | None = None,
+               hint: str = "look again") -> bool | None:
+    """Print whether an exercise's answer is right: equal to `expected`, or accepted by `check`.
+
+    Returns None (and says so) while the answer is still None, else True or False."""
+    if answer is None:
+        print(f"{name}: not attempted yet")
+        return None
+    if check is not None:
+        ok = bool(check(answer))
+    elif expected is not _MISSING:
+        ok = answer == expected
+    else:
+        raise ValueError("self_check needs `expected` or `check`")
+    print(f"{name}: " + ("correct" if ok else f"not quite: {answer!r} (hint: {hint})"))
+    return ok
+
+
+# ---------------------------------------------------------------- %%on NEED
+
+
+def runs_on(target: Target, need: str) -> bool:
+    """Whether a cell that needs `need` runs on this target."""
+    if need not in NEEDS:
+        from helpers.target import TargetError
+
+        raise TargetError(f"Unknown need {need!r} after %%on.", f"Use one of: {', '.join(NEEDS)}.")
+    if need == "local":
+        return target.is_local
+    if need == "eks":
+        return target.is_eks
+    if need == "cluster":
+        return target.is_eks and bool(target.cluster)
+    return target.is_eks and bool(target.aws)
+
+
+def run_cell_body(shell: Any, cell: str) -> Any:
+    """Run a cell's code in the notebook's namespace; the value of a final expression is returned (and shown).
+
+    Errors propagate, so papermill and nbval see a failing cell as failed."""
+    code = shell.transform_cell(cell)
+    tree = ast.parse(code)
+    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    namespace = shell.user_ns
+    if tree.body:
+        exec(compile(tree, "<cell>", "exec"), namespace)  # noqa: S102 - the learner's own cell
+    if last is not None:
+        return eval(compile(ast.Expression(last.value), "<cell>", "eval"), namespace)  # noqa: S307
+    return None
+
+
+def register_magics(target: Target) -> None:
+    """Register `%%on NEED` in the running IPython for this target (no-op outside IPython)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    state = {"last_skipped": None}
+
+    def on(line: str, cell: str) -> Any:
+        need = line.strip()
+        if runs_on(target, need):
+            state["last_skipped"] = None
+            return run_cell_body(shell, cell)
+        count = shell.execution_count
+        if state["last_skipped"] is None or state["last_skipped"] != (need, count - 1):
+            print(target.skip_message(need))
+        state["last_skipped"] = (need, count)
+        return None
+
+    on.__doc__ = __doc__
+    shell.register_magic_function(on, magic_kind="cell", magic_name="on")

@@ -1,0 +1,1 @@
+"""Code the LiteLLM proxy loads from its config folder (its own venv)."""

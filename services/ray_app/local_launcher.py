@@ -1,0 +1,179 @@
+"""Run the Ray Serve app on this machine: a loopback-only local Ray that leaves nothing behind when stopped.
+
+`python -m services.ray_app.local_launcher` is the command of the stack's `ray-serve` service. It starts a
+private, single-node Ray (loopback only, dashboard off, object store capped, token auth on with a
+throw-away token, its temporary folder inside the workshop state folder), starts Serve's HTTP proxy
+on 127.0.0.1:<serve_port>, deploys services.ray_app.app's application, and then waits. On SIGTERM or
+SIGINT it shuts Serve and Ray down and removes Ray's temporary folder, so `stack.down()` leaves no
+raylet, gcs_server or worker behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from helpers.config import get_settings
+from helpers.layers.ray.local import (
+    APP_NAME,
+    OBJECT_STORE_BYTES,
+    RAY_START_ATTEMPTS,
+    SERVE_LOGGING,
+    SHUTDOWN_TIMEOUT_S,
+    local_app_args,
+    ray_cpus,
+    ray_environment,
+    ray_temp_dir,
+)
+
+
+class StopRequested(BaseException):
+    """SIGTERM or SIGINT arrived: stop Serve and Ray, then remove Ray's temporary folder."""
+
+
+def _kill_children() -> None:
+    """Terminate every process this launcher started (then kill what is left after 5 s)."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        try:
+            child.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(children, timeout=5)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def _print_deployment_errors() -> None:
+    """The last lines of each failed deployment's error, so the end of the service log names the cause."""
+    from ray import serve
+
+    try:
+        app = serve.status().applications.get(APP_NAME)
+    except Exception:  # Serve itself is down: the traceback above is all there is
+        return
+    for name, dep in (app.deployments.items() if app else []):
+        if dep.message:
+            print(f"ray-serve: deployment {name} failed: " + " | ".join(dep.message.strip().splitlines()[-2:]),
+                  flush=True)
+
+
+def _within(seconds: float, action: Any) -> None:
+    """Run action in a daemon thread and give up after `seconds` (Ray may already be going down)."""
+
+    def run() -> None:
+        try:
+            action()
+        except Exception as exc:  # stack.down() signals every Ray process at once; errors here are expected
+            print(f"{getattr(action, '__name__', 'shutdown step')}: {type(exc).__name__}: {exc}", flush=True)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+
+
+def _shutdown(temp_dir: Path, clean: bool) -> None:
+    import ray
+    from ray import serve
+
+    _within(SHUTDOWN_TIMEOUT_S, serve.shutdown)
+    _within(SHUTDOWN_TIMEOUT_S, ray.shutdown)
+    if clean:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    else:
+        print(f"Ray's logs are kept in {temp_dir} for diagnosis.", flush=True)
+
+
+def main() -> int:
+    """Start Ray and Serve on loopback, deploy the app, block until SIGTERM/SIGINT, then clean up."""
+    settings = get_settings()
+    if settings.serve_api_key is None:
+        print("error: settings.serve_api_key is not set (run helpers.config.ensure_secrets()).", flush=True)
+        return 2
+    # Ray reads its configuration (auth mode, address choice) when it is first imported: set it before.
+    os.environ.update(ray_environment(settings.serve_api_key.get_secret_value()))
+    from services.ray_app.app import AppArgs, app_builder
+
+    args = AppArgs.model_validate(local_app_args(settings)).model_dump()
+    temp_dir = ray_temp_dir(settings)
+    shutil.rmtree(temp_dir, ignore_errors=True)  # a previous run killed hard may have left sessions
+    temp_dir.mkdir(parents=True, exist_ok=True)
+
+    import ray
+    from ray import serve
+
+    started = time.monotonic()
+    for attempt in range(1, RAY_START_ATTEMPTS + 1):
+        try:
+            ray.init(
+                _node_ip_address=settings.host,
+                include_dashboard=False,
+                object_store_memory=OBJECT_STORE_BYTES,
+                _temp_dir=str(temp_dir),
+                num_cpus=ray_cpus(args),
+                num_gpus=0,
+                namespace="llm-workshop",
+                configure_logging=True,
+                logging_level="warning",
+                log_to_driver=True,
+            )
+            break
+        except Exception as exc:  # Ray gives its raylet a fixed 30 s to register; a busy machine can miss that
+            if "timed out during startup" not in str(exc) or attempt == RAY_START_ATTEMPTS:
+                raise
+            print(f"ray-serve: Ray did not start in time (attempt {attempt} of {RAY_START_ATTEMPTS}; "
+                  "the machine is busy); retrying", flush=True)
+            ray.shutdown()
+            _kill_children()  # a half-started GCS or raylet of the failed attempt
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            temp_dir.mkdir(parents=True, exist_ok=True)
+
+    # Our handlers go in after ray.init, which installs its own: SIGTERM/SIGINT now mean "clean up",
+    # even while serve.run is still waiting for the app (the handler interrupts it).
+    def request_stop(*_: Any) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)  # one clean-up is enough
+        raise StopRequested
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, request_stop)
+    clean, code = False, 0
+    try:
+        serve.start(
+            http_options={"host": settings.host, "port": settings.serve_port},
+            logging_config=SERVE_LOGGING,
+        )
+        serve.run(app_builder(args), name=APP_NAME, route_prefix="/", logging_config=SERVE_LOGGING)
+        print(f"ray-serve: app {APP_NAME!r} ready at http://{settings.host}:{settings.serve_port}/v1 "
+              f"after {time.monotonic() - started:.1f} s (Ray CPUs: {ray_cpus(args)}, temp dir: {temp_dir})",
+              flush=True)
+        while True:
+            time.sleep(3600)
+    except StopRequested:
+        clean = True
+    except Exception:  # a deployment that failed to start: its traceback is the useful part of the log
+        traceback.print_exc()
+        _print_deployment_errors()
+        code = 1
+    finally:
+        print("ray-serve: shutting down Serve and Ray", flush=True)
+        _shutdown(temp_dir, clean)
+    print("ray-serve: stopped", flush=True)
+    sys.stdout.flush()
+    os._exit(code)  # do not wait for Ray's non-daemon threads of a cluster that is already gone
+
+
+if __name__ == "__main__":
+    sys.exit(main())

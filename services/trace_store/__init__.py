@@ -1,0 +1,1 @@
+"""The local trace store's launcher (Arize Phoenix, its own venv)."""
