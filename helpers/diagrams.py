@@ -248,9 +248,69 @@ def save_architecture(path: Path, target: str | None = None, dpi: int = 150) -> 
     return path
 
 
+
+# ---------------------------------------------------------------- the code: where each target's difference lives
+
+
+CODE_W, CODE_H = 100.0, 60.0
+
+
+def _code_boxes() -> list[Box]:
+    """The boxes of the code map: the notebook and its Target, the library, and where each target runs things."""
+    return [
+        Box("notebook", 28.0, 50.0, 44.0, 7.0, "notebook  (TARGET = \"local\" | \"eks\")",
+            ("t = workshop.setup(TARGET, \"04-gateway\")",), "client"),
+        Box("target", 28.0, 39.5, 44.0, 7.4, "helpers.target.Target",
+            ("endpoints · vector store · cluster · apply · render", "the ONE place that knows the target"), "agent"),
+        Box("layers", 2.0, 24.0, 44.0, 11.0, "helpers/layers  (one per hop of a request)",
+            ("models · vllm · ray · gateway · observability", "rag · agent · mcp",
+             "local.py: how its program starts · deploy.py: its eks side"), "gateway"),
+        Box("infra", 54.0, 24.0, 44.0, 11.0, "helpers/infra  (the cluster and the account)",
+            ("manifests: render · validate · policy", "k8s · aws · scheduling · teardown"), "data"),
+        Box("local", 2.0, 12.5, 44.0, 8.0, "helpers/local",
+            ("stack: start, watch, restart, stop", "services: the table of programs"), "hosting"),
+        Box("programs", 2.0, 1.5, 44.0, 8.0, "local: services/  (programs, own process or venv)",
+            ("llama_server · ray_app · mcp · agent_api", "gateway hooks (LiteLLM venv) · trace_store"), "hosting"),
+        Box("cloud", 54.0, 1.5, 44.0, 8.0, "eks: Kubernetes API + AWS APIs",
+            ("server-side apply of manifests/<chapter>/", "the same programs as container images"),
+         "observability"),
+    ]
+
+
+def code_layout_figure() -> Figure:
+    """Where code runs, and where each target's difference lives: notebook -> Target -> library -> processes or APIs."""
+    fig = Figure(figsize=(CODE_W / 10, CODE_H / 10 + 0.6), dpi=100, facecolor="white")
+    ax = fig.add_axes((0.0, 0.0, 1.0, CODE_H / (CODE_H + 6)))
+    ax.set_xlim(0, CODE_W)
+    ax.set_ylim(0, CODE_H)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    b = {box.key: box for box in _code_boxes()}
+    for box in b.values():
+        _draw_box(ax, box)
+    _arrow(ax, _edge_point(b["notebook"], "bottom"), _edge_point(b["target"], "top"), label="builds once")
+    _arrow(ax, _edge_point(b["target"], "bottom", -8), _edge_point(b["layers"], "top", 8), label="every helper asks t")
+    _arrow(ax, _edge_point(b["target"], "bottom", 8), _edge_point(b["infra"], "top", -8), label="render · apply")
+    _arrow(ax, _edge_point(b["layers"], "bottom"), _edge_point(b["local"], "top"), label="local")
+    _arrow(ax, _edge_point(b["local"], "bottom"), _edge_point(b["programs"], "top"), label="starts")
+    _arrow(ax, _edge_point(b["infra"], "bottom"), _edge_point(b["cloud"], "top"), label="eks")
+    _arrow(ax, _edge_point(b["layers"], "right"), _edge_point(b["infra"], "left"), label="deploy.py")
+    fig.text(0.5, 1 - 0.3 / (CODE_H / 10 + 0.6), "Where the code runs: one Target per notebook, the library apart from "
+             "the programs", ha="center", va="center", fontsize=13, fontweight="bold", color=INK, family=FONT)
+    return fig
+
+
+def save_code_layout(path: Path, dpi: int = 120) -> Path:
+    """Write the code map as PNG, reproducibly (ARCHITECTURE.md shows it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with matplotlib.rc_context(SAVE_RC):
+        code_layout_figure().savefig(path, format="png", dpi=dpi, facecolor="white", metadata={"Software": None})
+    return path
+
 if __name__ == "__main__":
     import sys
 
-    default = Path(__file__).resolve().parents[1] / "book" / "images" / "architecture.png"
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else default
-    print(f"wrote {save_architecture(out).name}")
+    images = Path(__file__).resolve().parents[1] / "book" / "images"
+    print(f"wrote {save_architecture(images / 'architecture.png').name}, "
+          f"{save_code_layout(images / 'code-layout.png').name}")

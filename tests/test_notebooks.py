@@ -31,7 +31,13 @@ def test_notebook_conventions(path: Path):
     assert re.search(r'^TARGET = "local"', params[0].source, re.M), "the parameters cell sets TARGET = \"local\""
     code = [c for c in nb.cells if c.cell_type == "code"]
     first_after = code[code.index(params[0]) + 1]
-    assert "from helpers import" in first_after.source, "the cell after the parameters imports helpers"
+    assert re.search(rf'^t = setup\(TARGET, "{path.stem}"', first_after.source, re.M), \
+        "the cell after the parameters builds the target: t = setup(TARGET, \"<chapter id>\")"
+    assert len(first_after.source.strip().splitlines()) <= 6, "the set-up cell is at most a few lines"
+    assert not re.search(r"^\s*if TARGET ==", text_of(nb, "code"), re.M), \
+        "target-dependent cells use %%on local|eks|cluster|aws, not if TARGET == ..."
+    assert not re.search(r"print\(\s*f?[\"']skipped", text_of(nb, "code")), \
+        "no cell prints that it was skipped: the target says it (%%on ...)"
     prose = text_of(nb, "markdown")
     assert nb.cells[0].source.startswith("# "), "opens with a title"
     for needed in ("What you will build", "Time", "Cost", "Prerequisites", "What just happened", "Cleanup",
@@ -68,9 +74,18 @@ def test_notebook_eks_target_without_a_cluster_stops_clearly(path: Path, tmp_pat
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
     out = run_notebooks.execute(path, tmp_path, target="eks")
     nb = nbformat.read(out, as_version=4)
-    shown = "\n".join(
-        o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) + str(o.get("data", {}).get("text/html", ""))
-        for c in nb.cells if c.cell_type == "code" for o in c.outputs
-    )
-    assert re.search(r"no (AWS credentials|cluster)|cannot reach|credentials", shown, re.I), \
-        "the eks path says plainly that there is no cluster or no credentials"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    banner = "".join(o.get("text", "") for o in code[[i for i, c in enumerate(code)
+                                                       if "parameters" in c.metadata.get("tags", [])][0] + 2].outputs)
+    assert "target: eks" in banner and "cluster: none (No kubeconfig at" in banner \
+        and "AWS account: none (No AWS credentials found" in banner, \
+        f"the set-up banner names the missing cluster and credentials, with their reasons:\n{banner}"
+    gated = [c for c in code if re.match(r"%%on (cluster|aws)\b", c.source)]
+    shown = ["".join(o.get("text", "") for o in c.outputs) for c in gated]
+    if gated:
+        need = re.match(r"%%on (cluster|aws)", gated[0].source).group(1)
+        what = "No cluster" if need == "cluster" else "No AWS account"
+        assert shown[0].startswith(f"{what}: ") and "\nFix: " in shown[0], \
+            f"the first skipped {need} cell says why and how to fix it, got: {shown[0]!r}"
+    for text in shown:  # a gated cell either says why it is skipped or prints nothing: it never half-runs
+        assert not text.strip() or text.startswith(("No cluster: ", "No AWS account: ")), f"a skipped cell ran: {text!r}"

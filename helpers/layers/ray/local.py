@@ -13,9 +13,12 @@ import secrets
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from helpers.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from helpers.target import Target
 
 OBJECT_STORE_BYTES = 200 * 1024 * 1024  # Ray's default is ~30% of RAM in /dev/shm; 200 MB is plenty here
 SOCKET_PATH_LIMIT = 107  # AF_UNIX path limit; Ray puts sockets at <temp>/session_<date>_<pid>/sockets/...
@@ -103,3 +106,13 @@ def local_app_args(settings: Settings | None = None, **overrides: Any) -> dict[s
     }
     args.update(overrides)
     return args  # the launcher validates them with the app's own AppArgs
+
+
+def app_stats(t: Target, timeout: float = 30.0) -> dict[str, Any]:
+    """The local app's /stats (embedding batches, replicas per deployment, requests in flight), with its own key."""
+    import httpx
+
+    base = t.embeddings.base_url.removesuffix("/v1")
+    reply = httpx.get(f"{base}/stats", headers={"Authorization": f"Bearer {t.embeddings.key()}"}, timeout=timeout)
+    reply.raise_for_status()
+    return reply.json()
