@@ -16,7 +16,7 @@ TIMINGS     := build/timings.jsonl
 PIP_VERSION := 25.3
 
 .PHONY: help workshop setup env gateway-env phoenix-env wheelhouse models up down status lab notebooks book test test-unit \
-        test-notebooks test-nbval test-book bench lock reference-env clean
+        test-services test-notebooks test-nbval test-book bench lock reference-env clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -83,12 +83,15 @@ notebooks: env  ## execute every notebook in order (TARGET=local) into build/exe
 book: env  ## build the Jupyter Book from the executed notebooks into build/book/
 	@$(PY) tools/build_book.py
 
-test: setup reference-env  ## the whole suite: unit, notebooks under papermill, nbval, book + browser check
-	@$(MAKE) --no-print-directory test-unit test-notebooks test-nbval book test-book; rc=$$?; \
+test: setup reference-env  ## the whole suite: unit, services, notebooks under papermill, nbval, book + browser check
+	@$(MAKE) --no-print-directory test-unit test-services test-notebooks test-nbval book test-book; rc=$$?; \
 	$(PY) -m helpers.local.stack down >/dev/null; exit $$rc
 
-test-unit: env
-	@$(PY) -m pytest tests -m "not notebooks and not book" -q
+test-unit: env  ## the unit tests: no service is started (a test that starts one fails unless marked `services`)
+	@$(PY) -m pytest tests -m "not notebooks and not book and not services" -q
+
+test-services: env  ## the tests that start local services (model servers, Ray, the gateway, MCP servers; slow)
+	@$(PY) -m pytest tests -m services -q
 
 test-notebooks: env
 	@$(PY) -m pytest tests -m notebooks -q

@@ -212,9 +212,9 @@ def _legend(fig: Figure, ncol: int) -> None:
                bbox_to_anchor=(0.5, 0.0), handlelength=2.2, columnspacing=1.6, prop={"family": FONT, "size": 9.5})
 
 
-def architecture_figure(target: str | None = None) -> Figure:
-    """The architecture of one target ("local" or "eks"), or both side by side when target is None."""
-    targets = ["local", "eks"] if target is None else [target]
+def architecture_figure(panel: str | None = None) -> Figure:
+    """The architecture drawn for one target ("local" or "eks"), or both side by side when panel is None."""
+    targets = ["local", "eks"] if panel is None else [panel]
     unknown = [t for t in targets if t not in TITLES]
     if unknown:
         raise ValueError(f"Unknown target {unknown[0]!r}: use 'local', 'eks' or None for both.")
@@ -227,7 +227,7 @@ def architecture_figure(target: str | None = None) -> Figure:
         left = margin + i * (panel_in[0] + gap)
         ax = fig.add_axes((left / width, bottom / height, panel_in[0] / width, panel_in[1] / height))
         _draw_panel(ax, t)
-    heading = ("An LLM platform on Amazon EKS, and the same platform on one laptop" if target is None
+    heading = ("An LLM platform on Amazon EKS, and the same platform on one laptop" if panel is None
                else f"The LLM platform workshop: the {targets[0]} target")
     fig.text(0.5, 1 - 0.38 / height, heading, ha="center", va="center", fontsize=15, fontweight="bold", color=INK,
              family=FONT)
@@ -235,7 +235,7 @@ def architecture_figure(target: str | None = None) -> Figure:
     return fig
 
 
-def save_architecture(path: Path, target: str | None = None, dpi: int = 150) -> Path:
+def save_architecture(path: Path, panel: str | None = None, dpi: int = 150) -> Path:
     """Write the architecture figure (PNG by default; SVG/PDF by suffix) reproducibly, byte for byte."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -243,7 +243,7 @@ def save_architecture(path: Path, target: str | None = None, dpi: int = 150) -> 
     metadata = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None},
                 "pdf": {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None}}.get(fmt)
     with matplotlib.rc_context(SAVE_RC):
-        fig = architecture_figure(target)
+        fig = architecture_figure(panel)
         fig.savefig(path, format=fmt, dpi=dpi, facecolor="white", metadata=metadata)
     return path
 

@@ -20,3 +20,7 @@ class WorkshopError(RuntimeError):
     def explain(self) -> str:
         """The message and the fix on separate lines, for a notebook or a terminal."""
         return str(self)
+
+
+class StackError(WorkshopError):
+    """A local service could not be started, reached or stopped (raised by helpers.local.stack and the layers)."""

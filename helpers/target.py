@@ -185,13 +185,24 @@ class Target:
             from helpers.layers.rag.stores.milvus import default_path
 
             return open_store("milvus", uri=default_path(self.settings), **extra)
-        endpoint = self.settings.opensearch_endpoint or self._opensearch_from_stack()
+        endpoint = self.opensearch_endpoint()
         return open_store("opensearch", endpoint=endpoint, region=self.settings.aws_region,
                           **({"index": collection} if collection else {}))
+
+    def opensearch_endpoint(self) -> str:
+        """Chapter 06's OpenSearch domain endpoint: WORKSHOP_OPENSEARCH_ENDPOINT, else the CloudFormation stack's
+        outputs; TargetError (with the fix) when neither gives one, saying why (no AWS account, no stack, ...)."""
+        return self.settings.opensearch_endpoint or self._opensearch_from_stack()
 
     def _opensearch_from_stack(self) -> str:
         from helpers.layers.rag import deploy
 
+        if not self.aws:  # stack_outputs reads "no credentials" as "no stack": say the real reason
+            reason = self.aws.reason
+            raise TargetError(f"No OpenSearch endpoint: WORKSHOP_OPENSEARCH_ENDPOINT is not set and chapter 06's "
+                              f"CloudFormation stack cannot be read ({reason.message if reason else 'no AWS account'})",
+                              f"{reason.fix + ' ' if reason and reason.fix else ''}Or set WORKSHOP_OPENSEARCH_ENDPOINT "
+                              "to an existing domain's endpoint.")
         try:
             outputs = deploy.stack_outputs(self.settings)
         except WorkshopError as error:
@@ -276,6 +287,10 @@ class Target:
         return manifests.render_text(chapter_id, template, target=self.name, flavour=self.flavour,
                                      overrides=overrides, settings=self.settings)
 
+    def with_flavour(self, flavour: str) -> Target:
+        """The same target and chapter with another node-provisioning flavour (to render both side by side)."""
+        return Target(self.name, self.settings, self.chapter, flavour)
+
     def _chapter_id(self, chapter: str | None) -> str:
         if chapter:
             return chapter
@@ -296,8 +311,8 @@ class Target:
     def skip_message(self, need: str) -> str:
         """Why cells that need `need` (local, eks, cluster, aws) do not run on this target, and what would run them."""
         if need == "local":
-            return (f"{self.name} target: the cells marked `%%on local` run the laptop stack and are skipped; "
-                    "the eks steps of this section follow.")
+            return (f"{self.name} target: the cells marked `%%on local` use the laptop stack and are skipped "
+                    "(run with TARGET = \"local\" to see them work).")
         if need == "eks":
             return ("local target: the cells marked `%%on eks` prepare your AWS account and are skipped; "
                     "run with TARGET = \"eks\" to run them.")

@@ -67,25 +67,34 @@ def test_judge_environment_is_offline_safe(monkeypatch: pytest.MonkeyPatch) -> N
 
 @pytest.fixture
 def local_supervisor(isolated_settings):
-    """A supervisor on an isolated stack: the model servers directly (no gateway), web search, a small index."""
+    """A supervisor on an isolated stack: the model servers directly (no gateway), web search, a small index.
+
+    Chat and judge go to the chat model server (`t.chat`); embeddings to the llama.cpp embedding server, given
+    to the supervisor explicitly (its own embedder would use the gateway, which this stack does not run)."""
     from helpers.layers.rag import knowledge
     from helpers.local import stack
-    from helpers.layers.rag.stores import open_store
-    from helpers.layers.rag.stores.milvus import default_path
+    from helpers.target import Endpoint, Target
 
-    for name in ("model-server", "embedding-server", "mcp-web-search"):
-        stack.ensure(name)
-    key = isolated_settings.model_server_api_key.get_secret_value()
-    store = open_store(uri=default_path(isolated_settings))
-    sup = agent.build_supervisor(isolated_settings, store=store, gateway_url=isolated_settings.model_server_url,
-                                 embedding_url=isolated_settings.embedding_server_url, api_key=key)
-    docs = [d for d in knowledge.load_documents() if d.source in DOCUMENTS]
-    knowledge.ingest(store, sup.embedder, docs, progress=False)
-    yield sup
-    sup.close()
-    stack.down()
+    t = Target("local", isolated_settings)
+    try:
+        for name in ("model-server", "embedding-server", "mcp-web-search"):
+            stack.ensure(name)
+        sup = agent.build_supervisor(t, gateway=t.chat)
+        sup.embedder = knowledge.Embedder(Endpoint(isolated_settings.embedding_server_url,
+                                                   isolated_settings.model_server_api_key,
+                                                   isolated_settings.served_embedding_model, "embedding server"),
+                                          max_retries=1)
+        try:
+            docs = [d for d in knowledge.load_documents() if d.source in DOCUMENTS]
+            knowledge.ingest(sup.store, sup.embedder, docs, progress=False)  # the target's store: Milvus Lite
+            yield sup
+        finally:
+            sup.close()
+    finally:
+        stack.down()
 
 
+@pytest.mark.services
 def test_routing_with_the_local_model(local_supervisor) -> None:
     for question, route in ROUTING_CASES:
         answer = local_supervisor.ask(question)
@@ -100,6 +109,7 @@ def test_routing_with_the_local_model(local_supervisor) -> None:
             assert "web_search" in answer.timings
 
 
+@pytest.mark.services
 def test_an_answer_cut_at_the_token_limit_is_kept_and_marked(local_supervisor) -> None:
     local_supervisor.config.answer_max_tokens = 4  # far too few: Strands raises MaxTokensReachedException
     text = local_supervisor.write_answer("Why is my GPU pod stuck in Pending?", ["Pods wait for a node."], ["Pending"])

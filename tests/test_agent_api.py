@@ -8,8 +8,11 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from services.agent_api import app as agent_api
+from pydantic import SecretStr
+
 from helpers.layers.agent.supervisor import AgentAnswer, build_supervisor
+from helpers.target import Endpoint, Target
+from services.agent_api import app as agent_api
 from tests.conftest import free_port
 
 KEY = "sk-agent-test-key"
@@ -89,7 +92,8 @@ def test_health_answers_while_a_query_runs() -> None:
 
 def test_unreachable_gateway_is_a_5xx_naming_it(isolated_settings) -> None:
     dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
-    sup = build_supervisor(isolated_settings, gateway_url=dead, api_key="sk-test")
+    gateway = Endpoint(dead, SecretStr("sk-test"), isolated_settings.served_chat_model, "gateway (test)")
+    sup = build_supervisor(Target("local", isolated_settings), gateway=gateway)
     try:
         tc = TestClient(agent_api.create_app(lambda: sup, api_key=KEY))
         reply = tc.post("/query", json={"question": "Why is my GPU pod stuck in Pending?"}, headers=AUTH)
@@ -102,7 +106,9 @@ def test_unreachable_gateway_is_a_5xx_naming_it(isolated_settings) -> None:
 
 def test_unreachable_web_search_is_a_5xx_naming_it(isolated_settings) -> None:
     dead = f"http://127.0.0.1:{free_port()}/mcp"
-    sup = build_supervisor(isolated_settings, api_key="sk-test", web_search_url=dead)
+    t = Target("local", isolated_settings).with_environment(mcp_web_search_url=dead)
+    assert t.mcp_url("web-search") == dead
+    sup = build_supervisor(t)
     try:
         with pytest.raises(Exception) as info:
             sup.web_search("anything")

@@ -15,6 +15,7 @@ from botocore.stub import ANY, Stubber
 
 from helpers.infra import aws
 from helpers.config import Settings
+from helpers.target import Target
 
 FAKE = {"region_name": "us-west-2", "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
@@ -231,19 +232,23 @@ def test_refresh_price_table_rewrites_the_csv_for_the_eks_target(tmp_path: Path)
             {"FormatVersion": "aws_v1", "PriceList": [_price_item(name, usd)]},
             {"ServiceCode": "AmazonEC2", "Filters": ANY, "FormatVersion": "aws_v1", "MaxResults": 100},
         )
-    target = tmp_path / "prices.csv"
-    settings = Settings(_env_file=None, target="eks", aws_region="us-west-2")
+    csv = tmp_path / "prices.csv"
+    eks = Target("eks", Settings(_env_file=None, target="local", aws_region="us-west-2"))
     with ec2_stub, pricing_stub:
-        aws.refresh_price_table(["c7g.large", "g6.12xlarge"], target, settings, ec2=ec2, pricing=pricing)
-    table = aws.load_instance_types(target)
+        aws.refresh_price_table(eks, ["c7g.large", "g6.12xlarge"], csv, ec2=ec2, pricing=pricing)
+    table = aws.load_instance_types(csv)
     assert table["g6.12xlarge"].price_usd_per_hour == Decimal("4.6016") and table["g6.12xlarge"].gpu_count == 4
     assert table["c7g.large"].price_source.startswith("pricing-api-us-west-2-")
-    assert "refreshed" in aws.price_table_header(target)
+    assert "refreshed" in aws.price_table_header(csv)
 
 
 def test_refresh_is_refused_for_the_local_target(tmp_path: Path) -> None:
-    with pytest.raises(aws.AwsUnavailable):
-        aws.refresh_price_table(["c7g.large"], tmp_path / "p.csv", Settings(_env_file=None, target="local"))
+    """The Target decides, not WORKSHOP_TARGET: settings that say eks do not make a local target refresh."""
+    local = Target("local", Settings(_env_file=None, target="eks"))
+    with pytest.raises(aws.AwsUnavailable, match="only for the eks target") as raised:
+        aws.refresh_price_table(local, ["c7g.large"], tmp_path / "p.csv")
+    assert "TARGET" in raised.value.fix
+    assert not (tmp_path / "p.csv").exists()
 
 
 def test_recommended_al2023_alias_reads_ssm() -> None:

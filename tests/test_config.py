@@ -49,3 +49,23 @@ def test_target_is_validated(monkeypatch):
     monkeypatch.setenv("WORKSHOP_TARGET", "gke")
     with pytest.raises(ValidationError):
         config.Settings()
+
+
+def test_endpoints_a_program_is_told_come_from_the_environment(monkeypatch):
+    """The agent's pod on EKS is told where its dependencies are; unset, the Target derives them."""
+    for name in ("GATEWAY_URL", "GATEWAY_API_KEY", "OPENSEARCH_ENDPOINT", "MCP_WEB_SEARCH_URL", "MCP_FILESYSTEM_URL"):
+        monkeypatch.delenv(f"WORKSHOP_{name}", raising=False)
+    unset = config.Settings(_env_file=None)
+    assert (unset.gateway_url, unset.gateway_api_key, unset.opensearch_endpoint) == (None, None, None)
+    assert (unset.mcp_web_search_url, unset.mcp_filesystem_url) == (None, None)
+    monkeypatch.setenv("WORKSHOP_GATEWAY_URL", "http://litellm.llm-workshop.svc:4000/v1")
+    monkeypatch.setenv("WORKSHOP_GATEWAY_API_KEY", "sk-agent-virtual-key-0123456789")
+    monkeypatch.setenv("WORKSHOP_OPENSEARCH_ENDPOINT", "search-x.us-west-2.es.amazonaws.com")
+    monkeypatch.setenv("WORKSHOP_MCP_WEB_SEARCH_URL", "http://mcp-web-search.llm-workshop.svc:8000/mcp")
+    told = config.Settings(_env_file=None)
+    assert told.gateway_url == "http://litellm.llm-workshop.svc:4000/v1"
+    assert isinstance(told.gateway_api_key, SecretStr)
+    assert told.gateway_api_key.get_secret_value() == "sk-agent-virtual-key-0123456789"
+    assert "sk-agent-virtual-key-0123456789" not in repr(told)
+    assert told.opensearch_endpoint == "search-x.us-west-2.es.amazonaws.com"
+    assert told.mcp_web_search_url == "http://mcp-web-search.llm-workshop.svc:8000/mcp"

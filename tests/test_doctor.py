@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import platform
 import socket
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from botocore.validate import validate_parameters
 
 from helpers import config
 from helpers.local import doctor
+from helpers.target import Target, TargetError
 
 AWS_ENV = (
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE",
@@ -203,14 +205,47 @@ def test_quota_too_low_and_default_fallback(no_network: list[object]) -> None:
     assert no_network == []
 
 
+# A /proc/cpuinfo as Linux writes it on x86 (abridged): the first processor's `flags` line counts, not `vmx flags`,
+# not the `bugs`, not a later processor's line.
+X86_CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Processor @ 2.60GHz
+fpu\t\t: yes
+flags\t\t: fpu sse sse2 avx avx2 fma f16c amx_tile
+vmx flags\t: vnmi preemption_timer
+bugs\t\t: spectre_v1
+power management:
+
+processor\t: 1
+flags\t\t: fpu avx512f
+"""
+ARM_CPUINFO = """processor\t: 0
+BogoMIPS\t: 243.75
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics asimddp
+CPU implementer\t: 0x41
+"""
+
+
 def test_cpuinfo_parsing() -> None:
-    x86 = "processor\t: 0\nflags\t\t: fpu sse avx2 fma f16c amx_tile\n\nprocessor\t: 1\nflags\t\t: fpu\n"
-    assert {"avx2", "fma", "f16c", "amx_tile"} <= doctor.parse_linux_cpuinfo(x86)
-    arm = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes asimddp\n"
-    assert {"asimd", "dotprod"} <= doctor.parse_linux_cpuinfo(arm)
+    assert doctor.parse_linux_cpuinfo(X86_CPUINFO) == {"fpu", "sse", "sse2", "avx", "avx2", "fma", "f16c", "amx_tile"}
+    # Linux calls the Armv8.2 dot product `asimddp`; the check looks for `dotprod`, so both are there
+    assert doctor.parse_linux_cpuinfo(ARM_CPUINFO) == {
+        "fp", "asimd", "evtstrm", "aes", "pmull", "sha1", "sha2", "crc32", "atomics", "asimddp", "dotprod"}
     assert doctor.parse_linux_cpuinfo("") == set()
+    assert doctor.parse_linux_cpuinfo("processor\t: 0\nmodel name\t: a CPU: with colons\n") == set()
+
+
+def test_cpu_features_of_this_machine() -> None:
     arch, feats = doctor.cpu_features()
-    assert isinstance(arch, str) and (feats is None or isinstance(feats, set))
+    machine = platform.machine().lower()
+    expected = {"amd64": "x86_64", "x86_64": "x86_64", "x64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
+    assert arch == expected.get(machine, machine)
+    if platform.system() == "Linux":
+        assert feats == doctor.parse_linux_cpuinfo(Path("/proc/cpuinfo").read_text(errors="replace"))
+        assert feats, "/proc/cpuinfo lists this CPU's features"
+        baseline = {"x86_64": "sse2", "arm64": "asimd"}  # every CPU of these architectures has it
+        if arch in baseline:
+            assert baseline[arch] in feats
 
 
 def test_display_path() -> None:
@@ -226,6 +261,11 @@ def test_show_prints_outside_jupyter(capsys: pytest.CaptureFixture[str]) -> None
     out = capsys.readouterr().out
     assert "✔  a <b>" in out and "!  c" in out and "fix: do x" in out
     assert "a &lt;b&gt;" in doctor.to_html(checks)
-    assert doctor.run("local")
-    with pytest.raises(ValueError):
-        doctor.run("mars")
+    checks = doctor.run(Target("local", config.get_settings()))
+    assert checks and {c.name for c in checks} >= {"python", "settings", "cpu features", "secrets (.env)"}
+    assert not any(c.name.startswith("aws ") for c in checks), "the local target runs the local checks only"
+    with pytest.raises(TargetError, match="TARGET must be 'local' or 'eks'") as raised:
+        doctor.run(Target("mars"))
+    assert raised.value.fix
+    with pytest.raises(SystemExit):
+        doctor.main(["--target", "mars"])

@@ -1,4 +1,4 @@
-"""helpers.infra.k8s offline: the Pending-pod decoder on realistic event messages, and fast failure without a cluster."""
+"""helpers.infra.k8s offline: the Pending-pod decoder on realistic events, and fast failure without a cluster."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from helpers.layers.rag import knowledge
 from helpers.local import stack
 from helpers.layers.models import get_spec
 from helpers.layers.rag.stores.milvus import MilvusStore
+from helpers.target import Endpoint, Target
 from tests.local_http import serve
 
 DIM = 384
@@ -124,8 +125,9 @@ def embedding_stack(isolated_settings):
 
 
 def _embedder(settings) -> knowledge.Embedder:
-    endpoint = knowledge.embedding_endpoint(settings)
-    assert endpoint.via == "embedding-server", "the isolated stack runs no gateway"
+    """The isolated stack's llama.cpp embedding server, named explicitly: this stack runs no gateway."""
+    endpoint = Endpoint(settings.embedding_server_url, settings.model_server_api_key,
+                        settings.served_embedding_model, "embedding server")
     return knowledge.Embedder(endpoint, dim=DIM)
 
 
@@ -137,6 +139,7 @@ def _all_ids(store: MilvusStore) -> list[str]:
     return sorted(store.export_vectors()[0])
 
 
+@pytest.mark.services
 def test_token_counts_match_what_the_embedding_server_reads(embedding_stack, counter):
     from openai import OpenAI
 
@@ -147,6 +150,7 @@ def test_token_counts_match_what_the_embedding_server_reads(embedding_stack, cou
     assert answer.usage.prompt_tokens == sum(c.n_tokens for c in chunks)
 
 
+@pytest.mark.services
 def test_reingest_creates_no_duplicates_and_an_edit_replaces_only_that_documents_chunks(embedding_stack, tmp_path):
     embedder = _embedder(embedding_stack)
     docs = _subset()
@@ -182,6 +186,7 @@ def test_reingest_creates_no_duplicates_and_an_edit_replaces_only_that_documents
         assert store.sources() == {d.source for d in docs[1:]}
 
 
+@pytest.mark.services
 def test_an_embedding_failure_writes_nothing(embedding_stack, tmp_path):
     embedder = _embedder(embedding_stack)
     docs = _subset()
@@ -192,7 +197,7 @@ def test_an_embedding_failure_writes_nothing(embedding_stack, tmp_path):
         return 500, {"error": {"message": "the model crashed", "type": "server_error"}}
 
     with MilvusStore(tmp_path / "kb.db") as store, serve(failing) as server:
-        broken = knowledge.Embedder(knowledge.EmbeddingEndpoint(server.url + "/v1", None, "embedding", "custom"),
+        broken = knowledge.Embedder(Endpoint(server.url + "/v1", None, "embedding", "custom"),
                                     dim=DIM, max_retries=0)
         with pytest.raises(knowledge.IngestError, match=r"(?s)batch 1 of \d+.*HTTP 500.*Nothing from this batch"):
             knowledge.ingest(store, broken, docs, progress=False)
@@ -212,7 +217,7 @@ def test_a_closed_port_stops_the_ingest_with_a_clear_message(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again when the block ends: nothing listens there
-    endpoint = knowledge.EmbeddingEndpoint(f"http://127.0.0.1:{port}/v1", None, "embedding", "custom")
+    endpoint = Endpoint(f"http://127.0.0.1:{port}/v1", None, "embedding", "custom")
     with MilvusStore(tmp_path / "kb.db") as store:
         with pytest.raises(knowledge.IngestError, match="cannot reach the embedding endpoint"):
             knowledge.ingest(store, knowledge.Embedder(endpoint, dim=DIM, max_retries=0), _subset(), progress=False)
@@ -239,7 +244,7 @@ def _fake_embeddings(vector_for):
 )
 def test_a_wrong_vector_from_the_endpoint_is_refused_and_nothing_is_written(tmp_path, vector_for, message):
     with MilvusStore(tmp_path / "kb.db") as store, serve(_fake_embeddings(vector_for)) as server:
-        embedder = knowledge.Embedder(knowledge.EmbeddingEndpoint(server.url + "/v1", None, "embedding", "custom"),
+        embedder = knowledge.Embedder(Endpoint(server.url + "/v1", None, "embedding", "custom"),
                                       dim=DIM, max_retries=0)
         with pytest.raises(knowledge.IngestError, match=re.escape(message)):
             knowledge.ingest(store, embedder, _subset(), progress=False)
@@ -252,12 +257,13 @@ def test_fewer_vectors_than_texts_is_refused(tmp_path):
                      "data": [{"object": "embedding", "index": 0, "embedding": [0.1] * DIM}]}
 
     with serve(short) as server:
-        embedder = knowledge.Embedder(knowledge.EmbeddingEndpoint(server.url + "/v1", None, "embedding", "custom"),
+        embedder = knowledge.Embedder(Endpoint(server.url + "/v1", None, "embedding", "custom"),
                                       dim=DIM, max_retries=0)
         with pytest.raises(knowledge.EmbeddingError, match="1 vectors for 2 texts"):
             embedder.embed(["a", "b"])
 
 
+@pytest.mark.services
 def test_a_failure_in_a_later_batch_keeps_earlier_batches_and_the_next_run_resumes(embedding_stack, tmp_path):
     real = _embedder(embedding_stack)
     seen = []
@@ -273,7 +279,7 @@ def test_a_failure_in_a_later_batch_keeps_earlier_batches_and_the_next_run_resum
 
     docs = _subset()
     with MilvusStore(tmp_path / "kb.db") as store, serve(second_fails) as server:
-        flaky = knowledge.Embedder(knowledge.EmbeddingEndpoint(server.url + "/v1", None, "embedding", "custom"),
+        flaky = knowledge.Embedder(Endpoint(server.url + "/v1", None, "embedding", "custom"),
                                    dim=DIM, max_retries=0)
         with pytest.raises(knowledge.IngestError, match=r"(?s)batch 2 of .*4 chunk\(s\) from earlier batches"):
             knowledge.ingest(store, flaky, docs, batch_size=4, progress=False)
@@ -283,9 +289,16 @@ def test_a_failure_in_a_later_batch_keeps_earlier_batches_and_the_next_run_resum
         assert report.chunks_written == total - 4 and store.count() == total
 
 
-def test_the_endpoint_is_the_embedding_server_unless_the_gateway_is_healthy(isolated_settings):
-    endpoint = knowledge.embedding_endpoint(isolated_settings)
-    assert endpoint.via == "embedding-server" and endpoint.base_url == isolated_settings.embedding_server_url
-    assert endpoint.model == isolated_settings.served_embedding_model
-    assert "sk-local-" not in endpoint.describe() or "…" in endpoint.describe()
-    assert get_spec(isolated_settings.embedding_model).dimension == DIM
+@pytest.mark.services
+def test_embeddings_go_through_the_gateway_with_no_silent_fallback(embedding_stack):
+    """The target's embedding route is the gateway's; with the gateway down, embedding fails and names it, even
+    though the embedding server is up (nothing falls back to it behind the caller's back)."""
+    settings = embedding_stack
+    endpoint = Target("local", settings).gateway_embeddings
+    assert endpoint.via.startswith("gateway") and endpoint.base_url == f"http://127.0.0.1:{settings.gateway_port}/v1"
+    assert endpoint.model == settings.served_embedding_model
+    assert endpoint.api_key is not None and endpoint.key() not in endpoint.describe(), "the key is masked"
+    assert stack.service_status("embedding-server").state == "healthy"
+    with pytest.raises(knowledge.EmbeddingError, match=re.escape("cannot reach the embedding endpoint (gateway")):
+        knowledge.Embedder(endpoint, dim=DIM, max_retries=0).embed(["Why is my GPU pod stuck in Pending?"])
+    assert get_spec(settings.embedding_model).dimension == DIM

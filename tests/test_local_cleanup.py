@@ -9,6 +9,7 @@ from helpers.infra.teardown import local as local_cleanup
 from helpers.local import stack
 
 
+@pytest.mark.services
 def test_stack_processes_and_ports_before_and_after_down(isolated_settings) -> None:
     assert local_cleanup.stack_processes(isolated_settings) == []
     stack.ensure("mcp-web-search")  # a light service: no model to load
@@ -57,6 +58,7 @@ def test_removables_and_remove_caches_touch_only_the_given_folders(tmp_path, mon
     assert keep.exists() and env.exists()
 
 
+@pytest.mark.services
 def test_remove_caches_refuses_while_the_stack_runs(isolated_settings, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("WORKSHOP_CACHE_DIR", str(tmp_path / "cache"))  # never the shared model cache
     settings = config.reload_settings()

@@ -18,9 +18,10 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver.exceptions import ToolError
 
 from helpers import config
+from helpers.layers.mcp import deploy
 from helpers.layers.mcp import local as mcp_servers
 from helpers.local import stack
-from helpers.layers.mcp import deploy
+from helpers.target import Target
 from services.mcp import filesystem, web_search
 from tests.conftest import free_port
 
@@ -72,8 +73,9 @@ def call(url: str, calls: list[tuple[str, dict]]) -> tuple[list[str], list]:
     return asyncio.run(_session_calls(url, calls))
 
 
+@pytest.mark.services
 def test_web_search_tools_answer_offline_and_reject_bad_arguments(mcp_stack):
-    url = mcp_servers.web_search_url(mcp_stack)
+    url = Target("local", mcp_stack).mcp_url("web-search")
     assert url == stack.service_status(mcp_servers.WEB_SEARCH_SERVICE).url
     tools, results = call(url, [
         ("web_search", {"query": "how to make a sourdough starter", "max_results": 3}),
@@ -104,22 +106,25 @@ def test_web_search_tools_answer_offline_and_reject_bad_arguments(mcp_stack):
     assert health["status"] == "ok" and health["backend"] == "offline-corpus"
 
 
+@pytest.mark.services
 def test_mcp_endpoint_refuses_a_foreign_host_header(mcp_stack):
     """DNS-rebinding protection: a page on another domain cannot drive the loopback server."""
-    url = mcp_servers.web_search_url(mcp_stack)
+    url = Target("local", mcp_stack).mcp_url("web-search")
     answer = requests.post(url, headers={"Host": "evil.example", "Content-Type": "application/json",
                                          "Accept": "application/json, text/event-stream"},
                            data=json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}), timeout=5)
     assert answer.status_code in (403, 421)
 
 
+@pytest.mark.services
 def test_filesystem_round_trip_and_every_escape_is_rejected(mcp_stack, tmp_path):
     workspace = mcp_stack.mcp_workspace
     outside = tmp_path / "outside"
     (outside / "deeper").mkdir(parents=True)
     (outside / "passwd").write_text("secret outside the workspace")
     (workspace / "escape").symlink_to(outside, target_is_directory=True)
-    url = mcp_servers.filesystem_url(mcp_stack)
+    url = Target("local", mcp_stack).mcp_url("filesystem")
+    assert url == stack.service_status(mcp_servers.FILESYSTEM_SERVICE).url
     text = "Zürich, 3 °C\nline two\n"
     tools, results = call(url, [
         ("write_file", {"path": "notes/today.md", "content": text}),
@@ -149,6 +154,7 @@ def test_filesystem_round_trip_and_every_escape_is_rejected(mcp_stack, tmp_path)
     assert not (outside / "planted.txt").exists()
 
 
+@pytest.mark.services
 def test_down_leaves_no_mcp_process(mcp_stack):
     pids = [stack.service_status(n).pid for n in (mcp_servers.WEB_SEARCH_SERVICE, mcp_servers.FILESYSTEM_SERVICE)]
     assert all(pids)
@@ -283,8 +289,9 @@ def test_tavily_requests_and_errors_never_show_the_key():
 def test_services_use_the_settings_ports_and_workspace(isolated_settings):
     web = stack.get_service(mcp_servers.WEB_SEARCH_SERVICE)
     fs = stack.get_service(mcp_servers.FILESYSTEM_SERVICE)
-    assert web.url(isolated_settings) == mcp_servers.web_search_url(isolated_settings)
-    assert fs.url(isolated_settings) == mcp_servers.filesystem_url(isolated_settings)
+    t = Target("local", isolated_settings)
+    assert web.url(isolated_settings) == t.mcp_url("web-search") == mcp_servers.web_search_url(isolated_settings)
+    assert fs.url(isolated_settings) == t.mcp_url("filesystem") == mcp_servers.filesystem_url(isolated_settings)
     argv = fs.argv(isolated_settings)
     assert argv[argv.index("--root") + 1] == str(isolated_settings.mcp_workspace)
     assert Path(isolated_settings.mcp_workspace).is_relative_to(isolated_settings.state_dir)
@@ -317,18 +324,19 @@ def test_image_requirements_match_the_workshop_lock():
     assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim", dockerfile, re.M)
 
 
-def test_image_reference_build_command_and_tavily_secret():
+def test_image_reference_build_command_and_tavily_secret(isolated_settings):
     image = deploy.image_reference("123456789012.dkr.ecr.eu-west-1.amazonaws.com")
     assert image.startswith("123456789012.dkr.ecr.eu-west-1.amazonaws.com/") and not image.endswith(":latest")
     command = deploy.build_command(image)
     assert "linux/amd64,linux/arm64" in command and command[-1] == "."
+    eks = Target("eks", isolated_settings)
     assert {m.doc["spec"]["template"]["spec"]["containers"][0]["image"]
-            for m in deploy.render("eks", "123456789012.dkr.ecr.eu-west-1.amazonaws.com")
+            for m in deploy.render(eks, "123456789012.dkr.ecr.eu-west-1.amazonaws.com")
             if m.kind == "Deployment"} == {image}
     secret = deploy.tavily_secret("llm-workshop", "tvly-test")
     assert secret["metadata"]["labels"]["app.kubernetes.io/part-of"] == "llm-eks-workshop"
     assert secret["stringData"] == {"TAVILY_API_KEY": "tvly-test"}
-    web = next(m.doc for m in deploy.render("eks") if m.kind == "Deployment" and m.name == "mcp-web-search")
+    web = next(m.doc for m in deploy.render(eks) if m.kind == "Deployment" and m.name == "mcp-web-search")
     env = web["spec"]["template"]["spec"]["containers"][0]["env"]
     assert env == [{"name": "TAVILY_API_KEY", "valueFrom": {"secretKeyRef": {
         "name": secret["metadata"]["name"], "key": "TAVILY_API_KEY", "optional": True}}}]

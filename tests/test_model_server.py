@@ -52,6 +52,7 @@ def server(isolated_settings):
 # ---------------------------------------------------------------- against the real server
 
 
+@pytest.mark.services
 def test_auto_tool_choice_returns_structured_tool_calls(server):
     settings, client = server
     reply = client.chat.completions.create(model=settings.served_chat_model, messages=QUESTION, tools=[WEATHER],
@@ -66,6 +67,7 @@ def test_auto_tool_choice_returns_structured_tool_calls(server):
     assert isinstance(arguments, dict) and isinstance(arguments["city"], str) and arguments["city"]
 
 
+@pytest.mark.services
 def test_the_tool_result_goes_back_to_the_model_and_the_call_is_structured_with_two_tools(server):
     settings, client = server
     reply = client.chat.completions.create(model=settings.served_chat_model, messages=QUESTION,
@@ -82,6 +84,7 @@ def test_the_tool_result_goes_back_to_the_model_and_the_call_is_structured_with_
     assert again.choices[0].message.content and not again.choices[0].message.tool_calls
 
 
+@pytest.mark.services
 def test_streaming_text_and_streaming_a_tool_call(server):
     settings, client = server
     stream = client.chat.completions.create(model=settings.served_chat_model, stream=True, temperature=0,
@@ -99,6 +102,7 @@ def test_streaming_text_and_streaming_a_tool_call(server):
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
 
 
+@pytest.mark.services
 def test_a_health_check_during_a_stream_waits_instead_of_cutting_the_answer(server):
     settings, client = server
     stream = client.chat.completions.create(model=settings.served_chat_model, stream=True, temperature=0,
@@ -113,6 +117,7 @@ def test_a_health_check_during_a_stream_waits_instead_of_cutting_the_answer(serv
     assert finish == ["length"], "the stream ended before max_tokens: llama.cpp interrupted it"
 
 
+@pytest.mark.services
 def test_no_tools_means_plain_chat(server):
     settings, client = server
     reply = client.chat.completions.create(model=settings.served_chat_model, temperature=0, max_tokens=16,
@@ -120,6 +125,7 @@ def test_no_tools_means_plain_chat(server):
     assert reply.choices[0].message.content and not reply.choices[0].message.tool_calls
 
 
+@pytest.mark.services
 def test_unknown_model_is_404_and_a_wrong_key_is_401(server):
     settings, client = server
     with pytest.raises(NotFoundError) as error:

@@ -7,37 +7,67 @@ from decimal import Decimal
 
 import pytest
 
+from helpers.config import Settings
 from helpers.infra import scheduling as s
 from helpers.infra.aws import load_instance_types
-from helpers.config import Settings
 from helpers.infra.manifests import Manifest, render_chapter
+from helpers.target import Target
 
 SETTINGS = Settings(_env_file=None, target="eks", cluster_name="test-cluster", namespace="llm-workshop")
 TABLE = load_instance_types()
 
+# Every workload of the rendered eks manifests (chapters 02-08) plus the Helm releases' pods (helm-workloads.yaml).
 EXPECTED_POOL = {
     "vllm-reasoning": "gpu",
     "vllm-vision": "gpu",
-    "ray-head": "graviton",
-    "ray-cpu-worker": "graviton",
+    "ray-serve-head": "graviton",
+    "ray-serve-worker-cpu": "graviton",
     "litellm": "graviton",
+    "litellm-redis": "graviton",
+    "litellm-postgres": "graviton",
     "langfuse-web": "graviton",
     "langfuse-worker": "graviton",
     "langfuse-clickhouse": "graviton",
     "langfuse-postgresql": "graviton",
     "langfuse-redis": "graviton",
-    "agent": "x86",
-    "mcp-web-search": "x86",
-    "mcp-filesystem": "x86",
+    "supervisor-agent": "graviton",
+    "mcp-web-search": "graviton",
+    "mcp-filesystem": "graviton",
 }
 
 
 @pytest.fixture(scope="module", params=["auto-mode", "karpenter"])
-def pools(request: pytest.FixtureRequest) -> list[s.Pool]:
-    return s.pools_from_manifests(render_chapter(s.NODEPOOL_CHAPTER, flavour=request.param, settings=SETTINGS))
+def target(request: pytest.FixtureRequest) -> Target:
+    return Target("eks", SETTINGS, flavour=request.param)
 
 
-def test_pools_are_read_from_the_rendered_nodepools(pools: list[s.Pool]) -> None:
+@pytest.fixture(scope="module")
+def pools(target: Target) -> list[s.Pool]:
+    return s.node_pools(target)
+
+
+@pytest.fixture(scope="module")
+def workloads(target: Target) -> list[s.Workload]:
+    return s.platform_workloads(target.render_all())
+
+
+def named(workloads: list[s.Workload]) -> dict[str, s.Workload]:
+    return {w.name: w for w in workloads}
+
+
+def amd64_only(workloads: list[s.Workload]) -> s.Workload:
+    """The agent as an image built for linux/amd64 only: it must select amd64 and tolerate the x86 pool's taint."""
+    return replace(
+        named(workloads)["supervisor-agent"],
+        name="amd64-agent",
+        node_selector={"kubernetes.io/arch": "amd64"},
+        tolerations=(s.X86_TOLERATION,),
+        image_architectures=("amd64",),
+    )
+
+
+def test_pools_are_read_from_the_rendered_nodepools(target: Target, pools: list[s.Pool]) -> None:
+    assert pools == s.pools_from_manifests(render_chapter(s.NODEPOOL_CHAPTER, "eks", target.flavour, settings=SETTINGS))
     by_name = {p.name: p for p in pools}
     assert set(by_name) == {"gpu", "graviton", "x86", "inf2"}
     assert by_name["graviton"].architectures == {"arm64"}
@@ -52,9 +82,9 @@ def test_pools_are_read_from_the_rendered_nodepools(pools: list[s.Pool]) -> None
     assert {t.family for t in by_name["inf2"].instance_types(TABLE)} == {"inf2"}
 
 
-def test_changing_the_manifest_changes_the_explanation() -> None:
-    """One source of truth: drop the GPU taint in the parameters and the explainer sees it at once."""
-    rendered = render_chapter(s.NODEPOOL_CHAPTER, flavour="auto-mode", settings=SETTINGS)
+def test_changing_the_manifest_changes_the_explanation(target: Target, workloads: list[s.Workload]) -> None:
+    """One source of truth: drop the GPU taint in the rendered NodePool and the explainer sees it at once."""
+    rendered = target.render(s.NODEPOOL_CHAPTER)
     untainted_pools = [dict(m.doc) for m in rendered]
     for doc in untainted_pools:
         if doc["kind"] == "NodePool" and doc["metadata"]["name"] == "gpu":
@@ -63,14 +93,16 @@ def test_changing_the_manifest_changes_the_explanation() -> None:
                 "template": {**doc["spec"]["template"], "spec": {**doc["spec"]["template"]["spec"], "taints": []}},
             }
     pools = s.pools_from_manifests(untainted_pools)
-    no_toleration = replace(s.WORKLOADS[0], name="careless", tolerations=())
+    no_toleration = replace(named(workloads)["vllm-reasoning"], name="careless", tolerations=())
+    tainted = next(p for p in s.pools_from_manifests(rendered) if p.name == "gpu")
+    assert not s.pool_verdict(no_toleration, tainted, TABLE).fits
     verdict = s.pool_verdict(no_toleration, next(p for p in pools if p.name == "gpu"), TABLE)
     assert verdict.fits
 
 
-def test_every_workload_lands_in_the_expected_pool(pools: list[s.Pool]) -> None:
-    placements = s.explain(s.WORKLOADS, pools, TABLE)
-    assert {p.workload.name: p.pool for p in placements} == EXPECTED_POOL
+def test_every_workload_lands_in_the_expected_pool(pools: list[s.Pool], workloads: list[s.Workload]) -> None:
+    placements = s.explain([*workloads, amd64_only(workloads)], pools, TABLE)
+    assert {p.workload.name: p.pool for p in placements} == {**EXPECTED_POOL, "amd64-agent": "x86"}
     for placement in placements:
         chosen = next(v for v in placement.verdicts if v.pool == placement.pool)
         assert chosen.fits and chosen.cheapest, placement.workload.name
@@ -81,37 +113,41 @@ def test_every_workload_lands_in_the_expected_pool(pools: list[s.Pool]) -> None:
                 assert verdict.reason
 
 
-def test_reasons_name_the_taint_the_architecture_and_the_resources(pools: list[s.Pool]) -> None:
-    by_name = {p.workload.name: p for p in s.explain(s.WORKLOADS, pools, TABLE)}
-    reasoning = {v.pool: v.reason for v in by_name["vllm-reasoning"].verdicts}
+def test_reasons_name_the_taint_the_architecture_and_the_resources(
+    pools: list[s.Pool], workloads: list[s.Workload]
+) -> None:
+    placed = {p.workload.name: p for p in s.explain([*workloads, amd64_only(workloads)], pools, TABLE)}
+    reasoning = {v.pool: v.reason for v in placed["vllm-reasoning"].verdicts}
     assert "taint aws.amazon.com/neuron:NoSchedule not tolerated" in reasoning["inf2"]
     assert "architecture" in reasoning["graviton"]
-    litellm = {v.pool: v.reason for v in by_name["litellm"].verdicts}
+    litellm = {v.pool: v.reason for v in placed["litellm"].verdicts}
     assert "taint nvidia.com/gpu:NoSchedule not tolerated" in litellm["gpu"]
     assert "taint llm-eks-workshop/pool=x86:NoSchedule not tolerated" in litellm["x86"]
-    agent = {v.pool: v.reason for v in by_name["agent"].verdicts}
+    agent = {v.pool: v.reason for v in placed["amd64-agent"].verdicts}
     assert "architecture" in agent["graviton"]
-    greedy = replace(s.WORKLOADS[0], name="eight-gpus", gpus=8)
+    greedy = replace(named(workloads)["vllm-reasoning"], name="eight-gpus", gpus=8)
     verdict = s.pool_verdict(greedy, next(p for p in pools if p.name == "gpu"), TABLE)
     assert not verdict.fits and verdict.reason.startswith("resources:") and "8 GPU > 4" in verdict.reason
 
 
-def test_a_gpu_pod_without_toleration_stays_pending(pools: list[s.Pool]) -> None:
-    careless = replace(s.WORKLOADS[0], name="careless", tolerations=())
+def test_a_gpu_pod_without_toleration_stays_pending(pools: list[s.Pool], workloads: list[s.Workload]) -> None:
+    careless = replace(named(workloads)["vllm-reasoning"], name="careless", tolerations=())
     placement = s.explain([careless], pools, TABLE)[0]
     assert placement.pool is None
     assert "nvidia.com/gpu" in {v.pool: v.reason for v in placement.verdicts}["gpu"]
     assert placement.row()["pool"].startswith("NONE")
 
 
-def test_cheapest_gpu_instance_is_a_4_gpu_g6(pools: list[s.Pool]) -> None:
-    reasoning = s.explain([s.WORKLOADS[0]], pools, TABLE)[0]
+def test_cheapest_gpu_instance_is_a_4_gpu_g6(pools: list[s.Pool], workloads: list[s.Workload]) -> None:
+    reasoning = s.explain([named(workloads)["vllm-reasoning"]], pools, TABLE)[0]
     gpu = next(v for v in reasoning.verdicts if v.pool == "gpu")
     assert gpu.cheapest[0] == ("g6.12xlarge", TABLE["g6.12xlarge"].price_usd_per_hour)
 
 
-def test_platform_cost_equals_the_sum_of_its_parts_and_cites_prices(pools: list[s.Pool]) -> None:
-    report = s.platform_cost(s.WORKLOADS, pools, TABLE)
+def test_platform_cost_equals_the_sum_of_its_parts_and_cites_prices(
+    pools: list[s.Pool], workloads: list[s.Workload]
+) -> None:
+    report = s.platform_cost(workloads, pools, TABLE)
     assert report.unplaced == ()
     assert report.total == sum(p.hourly for p in report.parts)
     rows = report.rows()
@@ -131,14 +167,12 @@ def test_platform_cost_equals_the_sum_of_its_parts_and_cites_prices(pools: list[
     assert any("root volume" in p.item for p in report.parts)
 
 
-def test_cost_at_max_replicas_is_not_lower(pools: list[s.Pool]) -> None:
-    assert (
-        s.platform_cost(s.WORKLOADS, pools, TABLE, at="max").total >= s.platform_cost(s.WORKLOADS, pools, TABLE).total
-    )
+def test_cost_at_max_replicas_is_not_lower(pools: list[s.Pool], workloads: list[s.Workload]) -> None:
+    assert s.platform_cost(workloads, pools, TABLE, at="max").total >= s.platform_cost(workloads, pools, TABLE).total
 
 
-def test_vcpus_by_quota_class(pools: list[s.Pool]) -> None:
-    needed = s.platform_cost(s.WORKLOADS, pools, TABLE).vcpus_by_quota()
+def test_vcpus_by_quota_class(pools: list[s.Pool], workloads: list[s.Workload]) -> None:
+    needed = s.platform_cost(workloads, pools, TABLE).vcpus_by_quota()
     assert needed["gpu"] == 96 and needed["standard"] > 0 and needed["inferentia"] == 0
 
 
@@ -161,8 +195,9 @@ def test_quantities() -> None:
     assert s.quantity_gib("512Mi") == 0.5 and s.quantity_gib("64Gi") == 64
 
 
-def test_a_chapters_manifests_replace_its_planned_workloads(pools: list[s.Pool]) -> None:
-    """Once a chapter ships manifests, the explainer and the cost read that chapter's workloads from them."""
+def test_the_workloads_are_read_from_the_manifests_given(pools: list[s.Pool]) -> None:
+    """The explainer and the cost read the workloads from the manifests they are given (nothing planned in code);
+    only the Helm releases' pods, which are no manifest of the workshop, come from helm-workloads.yaml."""
     labels = {"app.kubernetes.io/part-of": "llm-eks-workshop"}
     container = {
         "name": "vllm",
@@ -192,7 +227,9 @@ def test_a_chapters_manifests_replace_its_planned_workloads(pools: list[s.Pool])
     workloads = s.platform_workloads([item])
     names = {w.name for w in workloads}
     assert "vllm-qwen3" in names and "vllm-reasoning" not in names and "vllm-vision" not in names
-    assert "ray-head" in names, "chapters without manifests keep their planned workloads"
+    assert "ray-serve-head" not in names and "litellm" not in names, "no workload of a manifest not given"
+    assert {w.name for w in s.planned_workloads()} <= names, "the Helm releases' pods are always there"
+    assert {w.name for w in s.planned_workloads()} == {n for n in EXPECTED_POOL if n.startswith("langfuse-")}
     qwen = next(w for w in workloads if w.name == "vllm-qwen3")
     assert (qwen.cpu_cores, qwen.memory_gib, qwen.gpus, qwen.image_architectures) == (12, 48, 4, ("amd64",))
     assert {p.workload.name: p.pool for p in s.explain(workloads, pools, TABLE)}["vllm-qwen3"] == "gpu"
@@ -201,8 +238,9 @@ def test_a_chapters_manifests_replace_its_planned_workloads(pools: list[s.Pool])
     assert len([p for p in report.parts if p.pool == "gpu" and "root" not in p.item]) == 1
 
 
-def test_every_workload_of_the_rendered_workshop_finds_a_pool() -> None:
-    """With the defaults (the rendered manifests of every chapter), nothing would stay Pending."""
-    assert s.platform_workloads()
-    report = s.platform_cost()
+def test_every_workload_of_the_rendered_workshop_finds_a_pool(target: Target) -> None:
+    """Through the target (the rendered manifests of every chapter, its flavour's pools), nothing stays Pending."""
+    workloads = s.platform_workloads(target.render_all())
+    assert {w.name for w in workloads} == set(EXPECTED_POOL)
+    report = s.platform_cost(workloads, s.node_pools(target))
     assert report.total > 0 and report.unplaced == ()

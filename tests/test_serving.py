@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import socket
 import struct
 import time
 from pathlib import Path
@@ -13,23 +12,40 @@ import psutil
 import pytest
 from openai import AuthenticationError, BadRequestError, NotFoundError, OpenAI
 
-from helpers import config
-from helpers.local import stack
 from helpers.config import Settings
-from services.ray_app.app import AppArgs, EmbeddingRequest, OpenAIError, embedding_texts, float32_base64, local_app_args
-from services.ray_app.local_launcher import SESSION_SUFFIX, SOCKET_PATH_LIMIT, ray_cpus, ray_temp_dir
+from helpers.layers.ray.local import SESSION_SUFFIX, SOCKET_PATH_LIMIT, local_app_args, ray_cpus, ray_temp_dir
+from helpers.local import stack
+from helpers.target import Target
+from services.ray_app.app import AppArgs, EmbeddingRequest, OpenAIError, embedding_texts, float32_base64
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+ROOT = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture
-def isolated_settings(isolated_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The shared isolated settings, plus a free port for Ray Serve (this module's own port variable)."""
-    monkeypatch.setenv("WORKSHOP_SERVE_PORT", str(free_port()))
-    return config.reload_settings()
+# What manifests/03-ray-serve/parameters.yaml holds today, written out: the tests below compare the manifest, the
+# image and the code with these literals (not with the file they test), and test_parameters_are_the_expected_ones
+# checks the file still says the same. Change a value there: change it here too.
+RAY_VERSION = "2.60.0"
+LLAMA_CPP_VERSION = "0.3.36"
+BASE_IMAGE = "rayproject/ray:2.60.0-py311-aarch64"
+IMAGE_TAG = "2.60.0-llama0.3.36-1"
+EMBEDDING_PATH = "/models/all-MiniLM-L6-v2-f16.gguf"
+CHAT_PATH = "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+SERVE_SERVICE = "ray-serve-serve-svc"  # KubeRay's <RayService name>-serve-svc; the gateway's embedding route
+APP_ARGS = {
+    "embedding_model_path": EMBEDDING_PATH,
+    "embedding_model_name": "embedding",
+    "chat_model_path": CHAT_PATH,
+    "chat_model_name": "smollm2-135m-instruct-q4_1",
+    "max_batch_size": 32,
+    "batch_wait_timeout_s": 0.01,
+    "api_key_env": "WORKSHOP_SERVE_API_KEY",
+}
+DEPLOYMENTS = [  # serveConfigV2's deployments, in the template's order
+    {"name": "Embedder", "max_ongoing_requests": 64, "ray_actor_options": {"num_cpus": 2},
+     "autoscaling_config": {"min_replicas": 1, "max_replicas": 6, "target_ongoing_requests": 8,
+                            "upscale_delay_s": 10, "downscale_delay_s": 300}},
+    {"name": "ChatModel", "num_replicas": 1, "ray_actor_options": {"num_cpus": 2}},
+    {"name": "OpenAIIngress", "num_replicas": 2, "ray_actor_options": {"num_cpus": 0}},
+]
 
 
 @pytest.fixture
@@ -61,6 +77,7 @@ def client(settings: Settings, key: str | None = None) -> OpenAI:
 # ---------------------------------------------------------------- against the running app
 
 
+@pytest.mark.services
 def test_openai_client_embeddings_chat_and_errors(serve_app: Settings) -> None:
     settings = serve_app
     api = client(settings)
@@ -140,6 +157,7 @@ def test_openai_client_embeddings_chat_and_errors(serve_app: Settings) -> None:
     assert stats["deployments"]["Embedder"]["replicas"].get("RUNNING", 0) >= 1
 
 
+@pytest.mark.services
 def test_stack_service_listens_on_loopback_and_stops_leaving_no_ray_process(isolated_settings: Settings) -> None:
     settings = isolated_settings
     token_file = Path.home() / ".ray" / "auth_token"
@@ -208,71 +226,98 @@ def test_ray_temp_dir_fits_unix_socket_paths(tmp_path: Path) -> None:
 
 
 def _rayservice() -> dict:
-    from helpers.infra import manifests
-
-    items = manifests.render_chapter("03-ray-serve", target="eks", settings=Settings(_env_file=None))
+    items = Target("eks", Settings(_env_file=None)).render("03-ray-serve")
     return next(m.doc for m in items if m.kind == "RayService")
+
+
+def _serve_app_config() -> dict:
+    import yaml
+
+    return yaml.safe_load(_rayservice()["spec"]["serveConfigV2"])["applications"][0]
+
+
+def test_parameters_are_the_expected_ones() -> None:
+    """The parameters file and this test's literals agree (so a change to either is seen, and made in both)."""
+    from helpers.layers.ray import deploy as ray_cluster
+
+    params = ray_cluster.parameters()
+    assert params["ray_version"] == RAY_VERSION and params["base_image"] == BASE_IMAGE
+    assert params["image"]["tag"] == IMAGE_TAG and params["name"] + "-serve-svc" == SERVE_SERVICE
+    assert params["models"] == {"embedding_path": EMBEDDING_PATH, "embedding_name": APP_ARGS["embedding_model_name"],
+                                "chat_path": CHAT_PATH, "chat_name": APP_ARGS["chat_model_name"]}
+    embedder, chat, ingress = DEPLOYMENTS
+    assert params["embedder"] == {"num_cpus": embedder["ray_actor_options"]["num_cpus"],
+                                  "max_ongoing_requests": embedder["max_ongoing_requests"],
+                                  "max_batch_size": APP_ARGS["max_batch_size"],
+                                  "batch_wait_timeout_s": APP_ARGS["batch_wait_timeout_s"],
+                                  "autoscaling": embedder["autoscaling_config"]}
+    assert params["chat"] == {"num_cpus": chat["ray_actor_options"]["num_cpus"], "replicas": chat["num_replicas"]}
+    assert params["ingress"] == {"num_cpus": ingress["ray_actor_options"]["num_cpus"],
+                                 "replicas": ingress["num_replicas"]}
+    assert params["api_key_secret"]["key"] == APP_ARGS["api_key_env"]
 
 
 def test_ray_version_is_the_same_in_manifest_image_dockerfile_and_lock() -> None:
     from importlib.metadata import version
 
-    from helpers.layers.ray import deploy as ray_cluster
+    dockerfile = (ROOT / "manifests" / "03-ray-serve" / "image" / "Dockerfile").read_text()
+    lock = (ROOT / "requirements" / "workshop.txt").read_text()
+    assert _rayservice()["spec"]["rayClusterConfig"]["rayVersion"] == RAY_VERSION == version("ray")
+    assert BASE_IMAGE == f"rayproject/ray:{RAY_VERSION}-py311-aarch64"
+    assert f"ARG RAY_IMAGE={BASE_IMAGE}\n" in dockerfile
+    assert f"\nray=={RAY_VERSION}\n" in lock and f"ray.__version__ == '{RAY_VERSION}'" in dockerfile
+    assert version("llama_cpp_python") == LLAMA_CPP_VERSION
+    assert f"\nllama-cpp-python[server]=={LLAMA_CPP_VERSION}\n" in lock
+    assert f"llama-cpp-python=={LLAMA_CPP_VERSION}\n" in dockerfile
+    assert f"llama_cpp_python-{LLAMA_CPP_VERSION}-" in dockerfile
+    assert IMAGE_TAG.startswith(f"{RAY_VERSION}-llama{LLAMA_CPP_VERSION}-")
+    images = {c["image"] for _where, spec in _pod_specs() for c in spec["containers"]}
+    assert images == {f"aws_account_id.dkr.ecr.us-west-2.amazonaws.com/llm-eks-workshop/ray-llama:{IMAGE_TAG}"}
 
-    params = ray_cluster.parameters()
-    root = Path(__file__).resolve().parents[1]
-    dockerfile = (root / "manifests" / "03-ray-serve" / "image" / "Dockerfile").read_text()
-    lock = (root / "requirements" / "workshop.txt").read_text()
-    ray_version = _rayservice()["spec"]["rayClusterConfig"]["rayVersion"]
-    assert ray_version == params["ray_version"] == version("ray")
-    assert params["base_image"] == f"rayproject/ray:{ray_version}-py311-aarch64"
-    assert f"ARG RAY_IMAGE={params['base_image']}" in dockerfile
-    assert f"\nray=={ray_version}\n" in lock and f"ray.__version__ == '{ray_version}'" in dockerfile
-    llama = version("llama_cpp_python")
-    assert f"llama-cpp-python=={llama}" in dockerfile and f"llama_cpp_python-{llama}-" in dockerfile
-    assert params["image"]["tag"].startswith(f"{ray_version}-llama{llama}-")
+
+def _pod_specs() -> list[tuple[str, dict]]:
+    from helpers.infra import manifests
+
+    return list(manifests.pod_specs(_rayservice()))
 
 
 def test_image_compiles_nothing_at_start_up_and_bakes_verified_models() -> None:
     from helpers.layers import models
-    from helpers.layers.ray import deploy as ray_cluster
 
-    root = Path(__file__).resolve().parents[1]
-    dockerfile = (root / "manifests" / "03-ray-serve" / "image" / "Dockerfile").read_text()
+    dockerfile = (ROOT / "manifests" / "03-ray-serve" / "image" / "Dockerfile").read_text()
     final_stage = dockerfile.split("AS wheel", 1)[1].split("\nFROM ", 1)[1]
     assert "pip wheel" not in final_stage and "cmake" not in final_stage.lower(), "compile only in the wheel stage"
     instructions = "\n".join(line for line in dockerfile.splitlines() if not line.lstrip().startswith("#"))
     assert "OMP_NUM_THREADS" not in instructions and "-march=native" not in instructions
     assert "-DGGML_NATIVE=OFF" in instructions
-    paths = ray_cluster.parameters()["models"]
-    for name, path in ((Settings(_env_file=None).embedding_model, paths["embedding_path"]),
-                       (Settings(_env_file=None).smoke_model, paths["chat_path"])):
+    settings = Settings(_env_file=None)
+    for name, path in ((settings.embedding_model, EMBEDDING_PATH), (settings.smoke_model, CHAT_PATH)):
         spec = models.get_spec(name)
         assert path == f"/models/{spec.filename}"
         assert f'echo "{spec.sha256}  {path}" | sha256sum -c -' in dockerfile
-    ignore = (root / "manifests" / "03-ray-serve" / "image" / "Dockerfile.dockerignore").read_text()
+    ignore = (ROOT / "manifests" / "03-ray-serve" / "image" / "Dockerfile.dockerignore").read_text()
     rules = [line for line in ignore.splitlines() if line and not line.startswith("#")]
     assert rules[0] == "*" and "!services/ray_app/app.py" in rules and not any(".env" in r for r in rules)
+    assert not any("helpers" in r for r in rules), "the Ray app imports nothing from the workshop's library"
 
 
 def test_rayservice_runs_the_same_app_on_graviton_with_autoscaling() -> None:
-    import yaml
-
     from helpers.infra import manifests
     from services.ray_app import app as serving
 
     doc = _rayservice()
     assert manifests.check([doc]) == []
-    config_ = yaml.safe_load(doc["spec"]["serveConfigV2"])
-    app = config_["applications"][0]
+    app = _serve_app_config()
     assert app["import_path"] == "services.ray_app.app:app_builder"
+    assert app["args"] == APP_ARGS
     args = serving.AppArgs.model_validate(app["args"])  # the args the cluster passes are ones the code accepts
     assert args.api_key_env == "WORKSHOP_SERVE_API_KEY" and "sk-" not in doc["spec"]["serveConfigV2"]
-    deployments = {d["name"]: d for d in app["deployments"]}
-    assert set(deployments) == {serving.Embedder.name, serving.ChatModel.name, serving.OpenAIIngress.name}
-    scaling = deployments["Embedder"]["autoscaling_config"]
+    assert app["deployments"] == DEPLOYMENTS
+    assert isinstance(app["deployments"][0]["ray_actor_options"]["num_cpus"], int)  # whole CPUs = llama.cpp threads
+    assert [d["name"] for d in DEPLOYMENTS] == [serving.Embedder.name, serving.ChatModel.name,
+                                                 serving.OpenAIIngress.name]
+    scaling = DEPLOYMENTS[0]["autoscaling_config"]
     assert 1 <= scaling["min_replicas"] < scaling["max_replicas"] and scaling["target_ongoing_requests"] > 0
-    assert isinstance(deployments["Embedder"]["ray_actor_options"]["num_cpus"], int)
     for where, spec in manifests.pod_specs(doc):
         assert spec["nodeSelector"] == {"karpenter.sh/nodepool": "graviton", "kubernetes.io/arch": "arm64"}, where
         container = spec["containers"][0]
@@ -280,15 +325,60 @@ def test_rayservice_runs_the_same_app_on_graviton_with_autoscaling() -> None:
         env = {e["name"]: e for e in container["env"]}
         assert "secretKeyRef" in env["WORKSHOP_SERVE_API_KEY"]["valueFrom"]
         assert "OMP_NUM_THREADS" not in env
-    gateway = manifests.chapter_parameters("04-gateway") if (manifests.MANIFESTS_DIR / "04-gateway").exists() else {}
-    expected = (gateway.get("routes") or {}).get("embedding", {}).get("eks_service", "ray-serve-serve-svc")
-    assert doc["spec"]["serveService"]["metadata"]["name"] == expected
+    assert doc["spec"]["serveService"]["metadata"]["name"] == SERVE_SERVICE
+    assert manifests.chapter_parameters("04-gateway")["routes"]["embedding"]["eks_service"] == SERVE_SERVICE
+
+
+# ---------------------------------------------------------------- the application graph, built without a cluster
+
+
+def built_deployments(app: object) -> dict[str, object]:
+    """The deployments of a Serve application as `serve build` lists them (Ray's own builder: no Ray, no cluster)."""
+    from ray.serve._private.build_app import build_app  # what serve.run and `serve build` use to walk the graph
+
+    return {d.name: d for d in build_app(app, name="workshop").deployments}
+
+
+def deployment_config(deployment: object) -> dict:
+    """One deployment's config in the Serve config format (serveConfigV2's `deployments` entries)."""
+    from ray.serve.deployment import deployment_to_schema
+
+    return deployment_to_schema(deployment).model_dump(exclude_unset=True)
 
 
 def test_app_builder_binds_three_deployments_without_a_cluster(isolated_settings: Settings) -> None:
-    from ray.serve.deployment import Application
+    from ray.serve.handle import DeploymentHandle
 
     from services.ray_app.app import app_builder
 
-    assert isinstance(app_builder(local_app_args(isolated_settings)), Application)
-    assert isinstance(app_builder({**local_app_args(isolated_settings), "chat_model_path": None}), Application)
+    args = local_app_args(isolated_settings)
+    built = built_deployments(app_builder(args))
+    assert list(built) == ["Embedder", "ChatModel", "OpenAIIngress"]
+    configs = {name: deployment_config(d) for name, d in built.items()}
+    assert configs["Embedder"] == {
+        "name": "Embedder", "max_ongoing_requests": 64, "ray_actor_options": {"num_cpus": 1},
+        "autoscaling_config": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 2,
+                               "upscale_delay_s": 2.0, "downscale_delay_s": 8.0, "look_back_period_s": 5.0,
+                               "metrics_interval_s": 1.0}}  # the laptop's autoscaling (helpers.layers.ray.local)
+    assert configs["ChatModel"] == {"name": "ChatModel", "max_ongoing_requests": 8,
+                                    "ray_actor_options": {"num_cpus": 1}}
+    assert configs["OpenAIIngress"] == {"name": "OpenAIIngress", "max_ongoing_requests": 256,
+                                        "ray_actor_options": {"num_cpus": 0}}
+    # batching: the Embedder's bound arguments set @serve.batch's size and wait at start-up
+    assert built["Embedder"].init_args == (args["embedding_model_path"], 512, 32, 0.01)
+    assert built["ChatModel"].init_args == (args["chat_model_path"], 2048)
+    embedder, chat, ingress_args = built["OpenAIIngress"].init_args
+    assert isinstance(embedder, DeploymentHandle) and embedder.deployment_name == "Embedder"
+    assert isinstance(chat, DeploymentHandle) and chat.deployment_name == "ChatModel"
+    assert ingress_args == AppArgs.model_validate(args).model_dump()
+
+    # the arguments reach the graph: other CPUs, batch size, wait and autoscaling; no chat model, no ChatModel
+    other = {**args, "chat_model_path": None, "embedding_cpus": 2, "max_batch_size": 48, "batch_wait_timeout_s": 0.05,
+             "embedding_autoscaling": {"min_replicas": 2, "max_replicas": 3, "target_ongoing_requests": 5}}
+    built = built_deployments(app_builder(other))
+    assert list(built) == ["Embedder", "OpenAIIngress"]
+    assert deployment_config(built["Embedder"]) == {
+        "name": "Embedder", "max_ongoing_requests": 96, "ray_actor_options": {"num_cpus": 2},
+        "autoscaling_config": {"min_replicas": 2, "max_replicas": 3, "target_ongoing_requests": 5}}
+    assert built["Embedder"].init_args == (args["embedding_model_path"], 512, 48, 0.05)
+    assert built["OpenAIIngress"].init_args[1] is None

@@ -8,8 +8,10 @@ from decimal import Decimal
 
 import pytest
 
+from helpers.config import Settings
 from helpers.layers.vllm import benchmark as sb
 from helpers.local import stack
+from helpers.target import Target
 
 
 def rec(i: int, start: float, ttft: float, gaps: list[float], success: bool = True, tokens: int | None = None
@@ -109,12 +111,13 @@ def test_cost_per_million_output_tokens() -> None:
 
 def test_prices_come_from_the_price_table_and_the_scheduling_model() -> None:
     assert sb.instance_price(sb.ASSUMED_LOCAL_INSTANCE) > 0
-    instance, price = sb.vllm_node()
+    instance, price = sb.vllm_node(Target("eks", Settings(_env_file=None)))
     assert instance.startswith("g") and price == sb.instance_price(instance)
     with pytest.raises(sb.BenchmarkError, match="price table"):
         sb.instance_price("no.such")
 
 
+@pytest.mark.services
 def test_a_small_real_run_against_the_isolated_model_server(isolated_settings, tmp_path) -> None:
     stack.ensure("model-server")
     try:

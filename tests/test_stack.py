@@ -33,6 +33,7 @@ def running_stack(isolated_settings):
     stack.down()
 
 
+@pytest.mark.services
 def test_up_reports_healthy_services_with_urls(running_stack):
     statuses = stack.up()
     assert [s.state for s in statuses] == ["healthy", "healthy"]
@@ -50,6 +51,7 @@ def test_up_reports_healthy_services_with_urls(running_stack):
     assert len(vec) == 384
 
 
+@pytest.mark.services
 def test_wrong_key_is_rejected(running_stack):
     stack.ensure("model-server")
     from openai import AuthenticationError
@@ -58,6 +60,7 @@ def test_wrong_key_is_rejected(running_stack):
         OpenAI(base_url=running_stack.model_server_url, api_key="wrong").models.list()
 
 
+@pytest.mark.services
 def test_ensure_restarts_a_killed_server(running_stack):
     first = stack.ensure("model-server")
     os.kill(first.pid, signal.SIGKILL)
@@ -67,11 +70,13 @@ def test_ensure_restarts_a_killed_server(running_stack):
     assert again.state == "healthy" and again.pid != first.pid
 
 
+@pytest.mark.services
 def test_ensure_is_idempotent(running_stack):
     first = stack.ensure("model-server")
     assert stack.ensure("model-server").pid == first.pid
 
 
+@pytest.mark.services
 def test_port_taken_by_another_process_is_named(running_stack):
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -85,6 +90,7 @@ def test_port_taken_by_another_process_is_named(running_stack):
     assert "WORKSHOP_MODEL_SERVER_PORT" in message
 
 
+@pytest.mark.services
 def test_down_leaves_no_process_behind(running_stack):
     stack.up()
     assert stack_processes(running_stack), "the stack should be running before down"
@@ -96,8 +102,9 @@ def test_down_leaves_no_process_behind(running_stack):
     assert all(s.state == "stopped" for s in stack.status())
 
 
+@pytest.mark.services
 def test_a_service_that_fails_to_start_reports_its_log(running_stack, monkeypatch):
-    broken = stack.Service(name="model-server", description="broken", command="tests.test_stack:broken_command",
+    broken = stack.Service(name="model-server", description="broken", command=broken_command,
                            port_setting="model_server_port", health_path="/v1/models", start_timeout=10)
     monkeypatch.setitem(stack.SERVICES, "model-server", broken)
     with pytest.raises(stack.StackError, match="exited during start-up") as err:
@@ -115,3 +122,14 @@ def broken_command(settings) -> list[str]:
     import sys
 
     return [sys.executable, "-c", "import sys; print('error: no such model file'); sys.exit(3)"]
+
+
+def test_an_unmarked_test_cannot_start_a_service(isolated_settings):
+    """The conftest guard: without @pytest.mark.services, starting a service fails the test, naming it."""
+    import uvicorn
+
+    with pytest.raises(pytest.fail.Exception, match=r"starts service 'model-server'.*mark it @pytest\.mark\.services"):
+        stack.ensure("model-server")
+    assert stack.service_status("model-server").state == "stopped"
+    with pytest.raises(pytest.fail.Exception, match=r"starts service uvicorn.*mark it @pytest\.mark\.services"):
+        uvicorn.run("services.agent_api.app:create_app", host="127.0.0.1", port=0)

@@ -10,6 +10,7 @@ import pytest
 from helpers.infra import manifests as m
 from helpers.infra import teardown
 from helpers.config import Settings
+from helpers.target import Target
 
 SETTINGS = Settings(_env_file=None, target="eks", cluster_name="test-cluster", namespace="llm-workshop")
 LABELS = dict(m.COMMON_LABELS)
@@ -77,7 +78,7 @@ def test_plan_orders_deletions_by_dependency() -> None:
 
 
 def test_plan_is_printable_without_a_cluster() -> None:
-    plan = teardown.plan(flavour="auto-mode")
+    plan = teardown.plan(Target("eks", SETTINGS, flavour="auto-mode").render_all(include_on_demand=True))
     text = str(plan)
     assert "NodePool/gpu" in text and "kube-system" in text and "delete" in text
     rows = plan.rows()
@@ -109,7 +110,7 @@ def test_full_plan_lists_every_kind_the_workshop_creates_and_nothing_else(flavou
     dockerfiles = sorted(ROOT.glob("manifests/*/image/Dockerfile"))
     assert templates and dockerfiles
     expected = created_kinds | {"CloudFormationStack", "ECRRepository", "OperatorRelease"}
-    full = teardown.full_plan(flavour, SETTINGS)
+    full = teardown.full_plan(Target("eks", SETTINGS, flavour=flavour))
     assert teardown.planned_kinds(full) >= expected
     # one stack per CloudFormation template, one repository per image the chapters build
     stacks = [s.name for s in full.steps if s.kind == "CloudFormationStack"]
@@ -129,7 +130,7 @@ def test_full_plan_lists_every_kind_the_workshop_creates_and_nothing_else(flavou
 
 
 def test_full_plan_removes_consumers_first_and_aws_last() -> None:
-    full = teardown.full_plan("karpenter", SETTINGS)
+    full = teardown.full_plan(Target("eks", SETTINGS, flavour="karpenter"))
     refs = [s.ref for s in full.steps]
 
     def at(fragment: str) -> int:
@@ -189,7 +190,8 @@ CLUSTER = "test-cluster"
 
 def fake_clients(leftovers: bool) -> dict[str, Any]:
     def instance(iid: str, tags: dict[str, str]) -> dict[str, Any]:
-        return {"InstanceId": iid, "InstanceType": "g6.12xlarge", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+        return {"InstanceId": iid, "InstanceType": "g6.12xlarge",
+                "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
 
     ours = instance("i-ours", {"karpenter.sh/nodepool": "gpu", "eks:eks-cluster-name": CLUSTER,
                                "eks:kubernetes-node-pool-name": "gpu"})

@@ -16,10 +16,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
 from helpers import config
-from helpers.layers import gateway
-from helpers.layers.observability import deploy as observability, tracing
-from helpers.local import stack
 from helpers.infra import manifests as m
+from helpers.layers import gateway
+from helpers.layers.observability import deploy as observability
+from helpers.layers.observability import spans, trace_store, tracing
+from helpers.local import stack
+from helpers.target import Target
+from services import otel
 
 LANGFUSE_ENV = {"LANGFUSE_PUBLIC_KEY": "pk-lf-test", "LANGFUSE_SECRET_KEY": "sk-lf-test",
                 "LANGFUSE_HOST": "https://langfuse.example.invalid/"}
@@ -30,6 +33,12 @@ def no_langfuse(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests see the machine's tracing choice only through what they set."""
     for name in tracing.LANGFUSE_VARS:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def eks_t(isolated_settings: config.Settings) -> Target:
+    """The eks target on isolated settings (rendering only: nothing here reaches a cluster)."""
+    return Target("eks", isolated_settings)
 
 
 # ---------------------------------------------------------------- the exporter switch (no network)
@@ -69,9 +78,10 @@ def test_spans_reach_langfuses_otel_endpoint_with_its_headers(isolated_settings:
 
 def test_gateway_callback_and_environment_follow_the_switch(isolated_settings: config.Settings, no_langfuse,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    assert tracing.gateway_callback("local", env={}) == "otel"
-    assert tracing.gateway_callback("local", env=LANGFUSE_ENV) == "langfuse_otel"
-    assert tracing.gateway_callback("eks", env={}) == "langfuse_otel"
+    local, eks = Target("local", isolated_settings), Target("eks", isolated_settings)
+    assert tracing.gateway_callback(local, env={}) == "otel"
+    assert tracing.gateway_callback(local, env=LANGFUSE_ENV) == "langfuse_otel"
+    assert tracing.gateway_callback(eks, env={}) == "langfuse_otel"
     env = tracing.gateway_environment(isolated_settings)
     assert env["OTEL_EXPORTER"] == "otlp_http" and env["OTEL_ENDPOINT"].endswith(f":{isolated_settings.phoenix_port}/v1/traces")
     for key, value in LANGFUSE_ENV.items():
@@ -86,8 +96,10 @@ def test_gateway_callback_and_environment_follow_the_switch(isolated_settings: c
 def test_traced_gateway_config_adds_the_callback_and_forwards_traceparent(isolated_settings: config.Settings,
                                                                           no_langfuse) -> None:
     for target, callback in (("local", "otel"), ("eks", "langfuse_otel")):
-        plain = gateway.gateway_config(target, isolated_settings)
-        traced = yaml.safe_load(gateway.with_tracing(gateway.config_text(target, isolated_settings), target))
+        t = Target(target, isolated_settings)
+        plain = gateway.gateway_config(t, tracing=False)
+        traced = gateway.gateway_config(t, tracing=True)
+        assert "callbacks" not in plain["litellm_settings"]
         assert traced["litellm_settings"]["callbacks"] == [callback]
         assert traced["litellm_settings"]["forward_traceparent_to_llm_provider"] is True
         del traced["litellm_settings"]["callbacks"], traced["litellm_settings"]["forward_traceparent_to_llm_provider"]
@@ -139,7 +151,7 @@ def test_server_middleware_continues_the_callers_trace_with_model_and_tokens() -
     copy = tracing.SpanCopy()
     provider = TracerProvider()
     provider.add_span_processor(copy)
-    app = tracing.TracingMiddleware(model_app, "model-server", frozenset({"/v1/chat/completions"}),
+    app = otel.TracingMiddleware(model_app, "model-server", frozenset({"/v1/chat/completions"}),
                                     tracer=provider.get_tracer("t"))
     with provider.get_tracer("t").start_as_current_span("client") as client:
         headers = tracing.inject()
@@ -203,29 +215,35 @@ class Collector:
 
 @pytest.fixture
 def traced_chain(isolated_settings: config.Settings, no_langfuse, monkeypatch: pytest.MonkeyPatch
-                 ) -> Iterator[tuple[config.Settings, Collector]]:
+                 ) -> Iterator[tuple[Target, Collector]]:
     """An isolated model server (smoke model) and LiteLLM gateway exporting to a collector on the Phoenix port."""
-    if not gateway.proxy_installed() or not gateway.tracing_available():
-        pytest.skip(f"the gateway's environment lacks the OpenTelemetry SDK; create it with {gateway.INSTALL_COMMANDS}")
+    from helpers.layers.gateway import local as gateway_local
+
+    if not gateway.proxy_installed():
+        pytest.skip(f"the gateway's environment does not exist; create it with {gateway_local.INSTALL_COMMANDS}")
     monkeypatch.setenv("WORKSHOP_CHAT_MODEL", isolated_settings.smoke_model)
     settings = config.reload_settings()
     # the chat route only: the gateway's embedding backend (Ray Serve) is not part of this chain
     monkeypatch.setitem(stack.SERVICES, "gateway", dataclasses.replace(stack.SERVICES["gateway"],
                                                                        requires=("model-server",)))
+    # the local gateway traces when a trace store is there to receive spans; the collector stands in for Phoenix
+    monkeypatch.setattr(trace_store, "phoenix_installed", lambda: True)
     collector = Collector(settings.phoenix_port)
     try:
         stack.ensure("gateway")
-        yield settings, collector
+        assert gateway.config_has_tracing(settings), "the config the proxy loaded switches tracing on"
+        yield Target("local", settings), collector
     finally:
         stack.down()
         collector.close()
 
 
+@pytest.mark.services
 def test_one_trace_id_from_the_client_through_the_gateway_to_the_model_server(traced_chain) -> None:
-    settings, collector = traced_chain
-    dest = tracing.Destination("phoenix", f"http://127.0.0.1:{settings.phoenix_port}/v1/traces")
+    t, collector = traced_chain
+    dest = tracing.Destination("phoenix", f"http://127.0.0.1:{t.settings.phoenix_port}/v1/traces")
     provider = tracing.configure("test-agent", dest=dest, set_global=False)
-    client = openai.OpenAI(base_url=gateway.gateway_url(settings), api_key=gateway.master_key(settings),
+    client = openai.OpenAI(base_url=t.gateway.base_url, api_key=t.gateway.key(),
                            http_client=tracing.http_client(timeout=60))
     with provider.get_tracer("t").start_as_current_span("agent") as agent:
         client.chat.completions.create(model="reasoning", max_tokens=4, temperature=0,
@@ -250,7 +268,9 @@ def test_one_trace_id_from_the_client_through_the_gateway_to_the_model_server(tr
 # ---------------------------------------------------------------- Phoenix receives spans
 
 
-@pytest.mark.skipif(not tracing.phoenix_installed(), reason=f"Phoenix is not installed: {tracing.INSTALL_PHOENIX}")
+@pytest.mark.services
+@pytest.mark.skipif(not trace_store.phoenix_installed(),
+                    reason=f"Phoenix is not installed: {trace_store.INSTALL_PHOENIX}")
 def test_phoenix_receives_spans_and_returns_the_trace(isolated_settings: config.Settings, no_langfuse) -> None:
     try:
         stack.ensure("phoenix")
@@ -259,14 +279,14 @@ def test_phoenix_receives_spans_and_returns_the_trace(isolated_settings: config.
             with provider.get_tracer("t").start_as_current_span("child", attributes={"gen_ai.usage.input_tokens": 7}):
                 pass
         provider.force_flush()
-        spans = tracing.wait_for_spans(tracing.trace_id_of(root), 2, isolated_settings)
-        rows = tracing.span_rows(spans)
+        found = spans.wait_for_spans(tracing.trace_id_of(root), 2, isolated_settings)
+        rows = spans.span_rows(found)
         assert [(r["span"], r["depth"]) for r in rows] == [("root", 0), ("child", 1)]
         assert rows[1]["input_tokens"] == 7 and rows[0]["service"] == "phoenix-test"
         import matplotlib
 
         matplotlib.use("Agg")
-        assert len(tracing.waterfall(rows).axes[0].patches) == 2
+        assert len(spans.waterfall(rows).axes[0].patches) == 2
     finally:
         stack.stop("phoenix")
 
@@ -275,39 +295,39 @@ def test_phoenix_receives_spans_and_returns_the_trace(isolated_settings: config.
 
 
 @pytest.mark.parametrize("target", m.TARGETS)
-def test_chapter_manifests_pass_validation_and_policy(target: str) -> None:
-    items = observability.render(target)
+def test_chapter_manifests_pass_validation_and_policy(target: str, isolated_settings: config.Settings) -> None:
+    items = observability.render(Target(target, isolated_settings))
     assert {i.kind for i in items} == {"Service", "Ingress"} and m.check(items) == []
 
 
-def test_internet_facing_langfuse_needs_tls() -> None:
-    public = observability.render("eks", overrides={"ingress": {"scheme": "internet-facing"}})
+def test_internet_facing_langfuse_needs_tls(eks_t: Target) -> None:
+    public = observability.render(eks_t, overrides={"ingress": {"scheme": "internet-facing"}})
     assert "no-public-plaintext-lb" in {f.rule for f in m.check(public)}
-    tls = observability.render("eks", overrides={"ingress": {"scheme": "internet-facing",
+    tls = observability.render(eks_t, overrides={"ingress": {"scheme": "internet-facing",
                                                              "certificate_arn": "arn:aws:acm:us-west-2:1:certificate/x"}})
     assert m.check(tls) == []
 
 
-def test_metrics_services_select_pods_that_exist_and_serve_on_that_port() -> None:
+def test_metrics_services_select_pods_that_exist_and_serve_on_that_port(eks_t: Target) -> None:
     pods = []
     for chapter in ("02-vllm", "03-ray-serve"):
-        for item in m.render_chapter(chapter, target="eks"):
+        for item in eks_t.render(chapter):
             for _, template in m.pod_templates(item.doc):
                 pods.append(template)
-    for svc in (i.doc for i in observability.render("eks") if i.kind == "Service"):
+    for svc in (i.doc for i in observability.render(eks_t) if i.kind == "Service"):
         selector = svc["spec"]["selector"]
         chosen = [p for p in pods if all((p.get("metadata") or {}).get("labels", {}).get(k) == v
                                          for k, v in selector.items())]
         assert chosen, f"{svc['metadata']['name']} selects no pod (the reference platform's defect)"
         assert svc["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
-    vllm = next(i.doc for i in observability.render("eks") if i.doc["metadata"]["name"] == "vllm-metrics")
+    vllm = next(i.doc for i in observability.render(eks_t) if i.doc["metadata"]["name"] == "vllm-metrics")
     vllm_ports = {p["containerPort"] for t in pods if t["metadata"]["labels"].get("app.kubernetes.io/component") == "vllm"
                   for c in t["spec"]["containers"] for p in c.get("ports", [])}
     assert vllm["spec"]["ports"][0]["port"] in vllm_ports
 
 
-def test_langfuse_values_are_pinned_and_hold_no_secret() -> None:
-    values = yaml.safe_load(observability.values_text())
+def test_langfuse_values_are_pinned_and_hold_no_secret(eks_t: Target) -> None:
+    values = yaml.safe_load(observability.values_text(eks_t))
     secret_name = observability.parameters()["langfuse"]["secret"]
     refs = [e["valueFrom"]["secretKeyRef"] for e in values["langfuse"]["additionalEnv"]]
     assert {r["name"] for r in refs} == {secret_name}

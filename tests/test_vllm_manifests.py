@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers.infra import k8s, manifests, scheduling
+from helpers.infra import aws, k8s, manifests, scheduling
 from helpers.layers.vllm import deploy as vllm_cluster
 from helpers.config import Settings
+from helpers.target import Target
 from tests.template_comments import uncommented_fields
 
 V1_LOG = (
@@ -23,7 +24,7 @@ SETTINGS = Settings(_env_file=None, target="eks", cluster_name="test-cluster", n
 
 @pytest.fixture(scope="module")
 def objects() -> dict[str, dict]:
-    return {m.ref: m.doc for m in manifests.render_chapter(CHAPTER, settings=SETTINGS)}
+    return {m.ref: m.doc for m in manifests.render_chapter(CHAPTER, target="eks", settings=SETTINGS)}
 
 
 def container(objects: dict[str, dict], server: str) -> dict:
@@ -94,12 +95,13 @@ def test_chapter_05_monitor_will_scrape_the_vllm_pods(objects: dict[str, dict]) 
 
 
 def test_the_scheduler_reads_the_servers_from_the_manifests() -> None:
-    workloads = {w.name: w for w in scheduling.platform_workloads() if w.chapter == CHAPTER}
+    t = Target("eks", SETTINGS, flavour="auto-mode")
+    workloads = {w.name: w for w in scheduling.platform_workloads(t.render_all()) if w.chapter == CHAPTER}
     assert set(workloads) == {"vllm-reasoning", "vllm-vision"}
     assert workloads["vllm-reasoning"].gpus == 4 and workloads["vllm-vision"].gpus == 1
-    pools = scheduling.node_pools("auto-mode")
+    pools = scheduling.node_pools(t)
     placed = {p.workload.name: p.pool for p in scheduling.explain(list(workloads.values()), pools,
-                                                                   scheduling.load_instance_types())}
+                                                                   aws.load_instance_types())}
     assert placed == {"vllm-reasoning": "gpu", "vllm-vision": "gpu"}
 
 

@@ -31,11 +31,12 @@ def run_questions(settings: Any = None, progress: bool = True) -> list[dict[str,
     from helpers.layers.agent import supervisor as agent
     from helpers.layers.rag import knowledge
     from helpers.local import stack
+    from helpers.target import Target
 
     settings = settings or config.get_settings()
     for name in ("gateway", "mcp-web-search", "mcp-filesystem"):
         stack.ensure(name)
-    sup = agent.build_supervisor(settings)
+    sup = agent.build_supervisor(Target("local", settings))  # gateway, Milvus Lite and MCP servers of this stack
     try:
         knowledge.ingest(sup.store, sup.embedder, progress=False)  # idempotent: writes nothing when up to date
         results = []

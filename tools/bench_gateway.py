@@ -132,19 +132,21 @@ def bench_gateway() -> list[dict[str, object]]:
 
     from helpers import config
     from helpers.layers import gateway
+    from helpers.layers.gateway import local as gateway_local
     from helpers.local import stack
+    from helpers.target import Target
 
     settings = config.reload_settings()
+    t = Target("local", settings)
     if not gateway.proxy_installed():
-        return [row("gateway figures", f"skipped: create {gateway.PROXY_VENV} first ({gateway.INSTALL_COMMANDS})",
-                    "-", None)]
+        return [row("gateway figures", f"skipped: create {gateway_local.PROXY_VENV} first "
+                    f"({gateway_local.INSTALL_COMMANDS})", "-", None)]
     rows: list[dict[str, object]] = []
     try:
         stack.ensure("gateway")
-        model = settings.served_chat_model
-        key = settings.model_server_api_key.get_secret_value()
-        direct = OpenAI(base_url=settings.model_server_url, api_key=key, max_retries=0, timeout=120)
-        through = gateway.client(max_retries=0, timeout=300)
+        model = t.chat.model
+        direct = OpenAI(base_url=t.chat.base_url, api_key=t.chat.key(), max_retries=0, timeout=120)
+        through = t.gateway.client(max_retries=0, timeout=300)
         rows.append(row("gateway cache backend", gateway.cache_backend(), "redis when installed", None))
         rows += bench_overhead(direct, through, model)
         rows.append(bench_cache(through, model))

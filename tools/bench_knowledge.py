@@ -41,13 +41,15 @@ def bench_ingest() -> list[dict[str, object]]:
     sys.path.insert(0, str(ROOT))
     from helpers import config
     from helpers.layers.rag import knowledge
-    from helpers.local import stack
     from helpers.layers.rag.stores import recall_at_k
     from helpers.layers.rag.stores.milvus import MilvusStore
+    from helpers.local import stack
+    from helpers.target import Endpoint
 
     settings = config.reload_settings()
     stack.ensure("embedding-server")
-    endpoint = knowledge.embedding_endpoint(settings, prefer_gateway=False)
+    endpoint = Endpoint(settings.embedding_server_url, settings.model_server_api_key,
+                        settings.served_embedding_model, "embedding server (llama.cpp, direct)")
     embedder = knowledge.Embedder(endpoint)
     documents = knowledge.load_documents()
     counter = knowledge.token_counter()

@@ -18,15 +18,11 @@ from pathlib import Path
 import psutil
 import requests
 
-from helpers.errors import WorkshopError
 from helpers.config import Settings, get_settings
+from helpers.errors import StackError
 from helpers.local.services import DEFAULT_SERVICES, SERVICES, Service
 
 MARKER = "LLM_WORKSHOP_SERVICE"
-
-
-class StackError(WorkshopError):
-    """A local service could not be started, reached or stopped; the message says what to do."""
 
 
 class PortInUse(StackError):

@@ -13,6 +13,10 @@ The same `app_builder(args)` runs under `serve.run` on a laptop (services.ray_ap
 
 Only the standard library, FastAPI, pydantic and Ray are imported, so the module runs in the Ray container
 image without the workshop's library; the laptop's arguments come from helpers.layers.ray.local.
+
+Why one module: it is the whole Serve application, the one file the Ray image copies (its .dockerignore) and
+KubeRay imports (services.ray_app.app:app_builder); its parts (arguments, deployments, ingress) only make sense
+together, and a reader follows a request through it from top to bottom.
 """
 
 

@@ -27,6 +27,7 @@ from helpers.infra.manifests.objects import (  # noqa: F401 - the public surface
     SCHEMAS_DIR,
     TARGETS,
     as_docs,
+    find,
     load_documents,
     object_ref,
     pod_specs,

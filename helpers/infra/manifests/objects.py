@@ -113,6 +113,14 @@ def object_ref(doc: dict[str, Any]) -> str:
     return "/".join(p for p in parts if p)
 
 
+def find(items: Iterable[Manifest], kind: str, name: str) -> Manifest:
+    """The rendered object of this kind and name (a KeyError naming it when there is none)."""
+    for item in items:
+        if item.kind == kind and item.name == name:
+            return item
+    raise KeyError(f"no {kind}/{name} among the rendered objects")
+
+
 def load_documents(paths: Iterable[Path | str]) -> list[dict[str, Any]]:
     """Kubernetes objects read from YAML files or folders of them (recursively)."""
     docs: list[dict[str, Any]] = []

@@ -29,6 +29,7 @@ from helpers.infra.scheduling.pools import (  # noqa: F401 - the public surface 
     pools_from_manifests,
     quantity_cpu,
     quantity_gib,
+    taint_text,
 )
 from helpers.infra.scheduling.workloads import (  # noqa: F401 - the public surface of the package
     GPU_TOLERATION,

@@ -106,6 +106,11 @@ class Placement:
             "why not the others": " | ".join(f"{v.pool}: {v.reason}" for v in self.verdicts if v.pool != self.pool),
         }
 
+    def verdicts_row(self) -> dict[str, str]:
+        """One table row: the workload, then per pool ✔ (chosen), "fits too" (a lower-weight pool) or why not."""
+        verdicts = {v.pool: "✔" if v.pool == self.pool else "fits too" if v.fits else v.reason for v in self.verdicts}
+        return {"workload": self.workload.name, **verdicts}
+
 
 def pool_verdict(w: Workload, pool: Pool, table: dict[str, InstanceType], top: int = 3) -> PoolVerdict:
     """Can this pool host this workload? Checks taints, node selectors, architecture, instance types, resources."""

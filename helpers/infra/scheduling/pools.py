@@ -162,6 +162,11 @@ class Pool:
         )
 
 
+def taint_text(taints: Iterable[dict[str, str]]) -> str:
+    """Taints as `key=value:Effect`, comma-separated ("none" when there are none)."""
+    return ", ".join(f"{t['key']}{'=' + t['value'] if t.get('value') else ''}:{t['effect']}" for t in taints) or "none"
+
+
 def quantity_cpu(value: Any) -> float:
     """A Kubernetes CPU quantity ('500m', '2', 1.5) in cores."""
     text = str(value)

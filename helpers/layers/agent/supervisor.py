@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from helpers.errors import WorkshopError
+from helpers.layers.agent.questions import QUESTIONS_FILE, load_questions  # noqa: F401 - part of the agent API
 from helpers.target import Endpoint, Target
 
 Route = Literal["knowledge_base", "web_search"]
@@ -432,18 +433,3 @@ def build_supervisor(t: Target, **kwargs: Any) -> Supervisor:
 
 __all__ = ["AgentAnswer", "AgentError", "Supervisor", "SupervisorConfig", "build_supervisor", "check_question",
            "parse_save_request", "load_questions", "MAX_QUESTION_CHARS"]
-
-
-QUESTIONS_FILE = __import__("pathlib").Path(__file__).resolve().parent / "data" / "agent_questions.yaml"
-
-
-def load_questions(path: Any = None) -> list[dict[str, Any]]:
-    """The agent's question set: dicts with id, question, route and (knowledge-base ones) source and reference."""
-    import yaml
-
-    data = yaml.safe_load(open(path or QUESTIONS_FILE, encoding="utf-8"))
-    questions = list(data["questions"])
-    for q in questions:
-        if q.get("route") not in ("knowledge_base", "web_search") or not q.get("question"):
-            raise ValueError(f"question {q.get('id')!r}: needs a question and a route knowledge_base|web_search")
-    return questions

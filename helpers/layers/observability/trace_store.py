@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from helpers.config import ROOT, Settings
+from helpers.errors import StackError
 
 
 PHOENIX_VENV = ROOT / ".venvs" / "phoenix"
@@ -25,8 +26,6 @@ def phoenix_installed() -> bool:
 def phoenix_command(settings: Settings) -> list[str]:
     """Command line of the local Phoenix server (its own environment, loopback only)."""
     if not phoenix_installed():
-        from helpers.local.stack import StackError
-
         raise StackError(f"Phoenix's environment {PHOENIX_VENV} does not exist. Create it with:\n  {INSTALL_PHOENIX}\n"
                          f"(from {ROOT}), then re-run.")
     return [str(PHOENIX_VENV / "bin" / "python"), str(ROOT / "services" / "trace_store" / "phoenix_loopback.py")]

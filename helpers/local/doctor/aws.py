@@ -210,9 +210,9 @@ def cli_checks() -> list[Check]:
 
 def eks_checks(session: boto3.Session | None = None) -> list[Check]:
     """Everything the `eks` target needs: credentials, region, kube context, CLIs and GPU/Inf quotas."""
-    settings_check, settings = settings_check()
+    loaded, settings = settings_check()
     if settings is None:
-        return [settings_check]
+        return [loaded]
     region = settings.aws_region
     checks: list[Check] = []
     try:

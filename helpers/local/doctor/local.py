@@ -31,6 +31,7 @@ REQUIRED_CPU_FEATURES: dict[str, tuple[str, ...]] = {
 
 
 def settings_check() -> tuple[Check, Settings | None]:
+    """The WORKSHOP_* settings load (the target is the caller's, never read from them); else what to fix."""
     from pydantic import ValidationError
 
     try:
@@ -39,7 +40,7 @@ def settings_check() -> tuple[Check, Settings | None]:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '?'}: {e['msg']}" for e in exc.errors())
         return Check("settings", False, f"invalid settings: {problems}",
                      "Fix the WORKSHOP_* variable named above in `.env` or in the environment."), None
-    return Check("settings", True, f"target {settings.target}, loaded from the environment and `.env`"), settings
+    return Check("settings", True, "loaded from the environment and `.env`"), settings
 
 
 def python_check() -> Check:
@@ -305,8 +306,8 @@ def secrets_check(settings: Settings, env_file: Path = ENV_FILE) -> Check:
 
 def local_checks() -> list[Check]:
     """Everything the `local` target needs on this machine."""
-    settings_check, settings = settings_check()
-    checks = [python_check(), settings_check]
+    loaded, settings = settings_check()
+    checks = [python_check(), loaded]
     if settings is not None:
         checks += [disk_check(settings), memory_check()]
     else:
