@@ -1,0 +1,55 @@
+"""Small library functions the notebooks use to show things: each returns what the notebook prints."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers.config import Settings
+from helpers.infra import aws, manifests, scheduling
+from helpers.layers.rag.stores.opensearch import shorten_vectors
+from helpers.target import Target
+
+SETTINGS = Settings(_env_file=None)
+
+
+def test_with_flavour_keeps_target_and_chapter_and_changes_what_renders() -> None:
+    auto = Target("eks", SETTINGS, flavour="auto-mode")
+    karpenter = auto.with_flavour("karpenter")
+    assert (karpenter.name, karpenter.chapter, karpenter.flavour) == ("eks", None, "karpenter")
+    classes = {m.kind for m in karpenter.render("01-cluster-and-nodepools")}
+    assert "EC2NodeClass" in classes and "NodeClass" not in classes
+    assert "NodeClass" in {m.kind for m in auto.render("01-cluster-and-nodepools")}
+
+
+def test_find_returns_the_object_or_names_the_missing_one() -> None:
+    objects = Target("eks", SETTINGS).render("01-cluster-and-nodepools")
+    assert manifests.find(objects, "NodePool", "gpu").doc["metadata"]["name"] == "gpu"
+    with pytest.raises(KeyError, match="NodePool/nope"):
+        manifests.find(objects, "NodePool", "nope")
+
+
+def test_taint_text() -> None:
+    assert scheduling.taint_text([]) == "none"
+    assert scheduling.taint_text([{"key": "nvidia.com/gpu", "effect": "NoSchedule"},
+                                  {"key": "llm-eks-workshop/pool", "value": "x86", "effect": "NoSchedule"}]) == \
+        "nvidia.com/gpu:NoSchedule, llm-eks-workshop/pool=x86:NoSchedule"
+
+
+def test_verdicts_row_marks_the_chosen_pool_and_says_why_not_the_others() -> None:
+    t = Target("eks", SETTINGS)
+    pools = scheduling.node_pools(t)
+    gpu_pod = scheduling.Workload(name="two-gpus", chapter="test", replicas=1, cpu="8", memory="48Gi", gpus=2,
+                                  tolerations=(scheduling.GPU_TOLERATION,), image_architectures=("amd64",))
+    (placement,) = scheduling.explain([gpu_pod], pools, aws.load_instance_types())
+    row = placement.verdicts_row()
+    assert row["workload"] == "two-gpus" and row[placement.pool] == "✔" and placement.pool == "gpu"
+    assert set(row) == {"workload", *(p.name for p in pools)}
+    assert all(v and v != "✔" for k, v in row.items() if k not in ("workload", "gpu")), row
+
+
+def test_shorten_vectors_cuts_every_vector_and_keeps_everything_else() -> None:
+    body = [{"index": {"_id": "a"}}, {"vector": [0.1, 0.2, 0.3, 0.4, 0.5], "text": "t", "meta": {"vector": [1, 2, 3, 4]}}]
+    assert shorten_vectors(body, keep=2) == [
+        {"index": {"_id": "a"}},
+        {"vector": [0.1, 0.2, "... 3 more"], "text": "t", "meta": {"vector": [1, 2, "... 2 more"]}},
+    ]
