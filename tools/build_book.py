@@ -46,7 +46,7 @@ NOTEBOOKS = ROOT / "notebooks"
 GENERATED = "generated"  # folder inside the staged source; its pages are only ever included, never listed
 HTML = OUT / "_build" / "html"
 
-PAGES_BEFORE = ("architecture",)
+PAGES_BEFORE = ("architecture", "primer")
 PAGES_AFTER = ("glossary", "troubleshooting", "cost")
 
 
