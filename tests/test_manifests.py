@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from helpers.infra import manifests as m
+from helpers.infra.manifests.cli import main as manifests_cli
 from helpers.config import Settings
 from tests.template_comments import uncommented_fields
 
@@ -116,7 +117,9 @@ def test_storage_class_waits_for_first_consumer_and_encrypts() -> None:
 
 
 def test_render_text_keeps_the_comments_the_notebook_shows() -> None:
-    text = m.render_text("01-cluster-and-nodepools", "nodepools.yaml.j2", flavour="auto-mode", settings=SETTINGS)
+    text = m.render_text(
+        "01-cluster-and-nodepools", "nodepools.yaml.j2", target="eks", flavour="auto-mode", settings=SETTINGS
+    )
     for phrase in ("# a spend cap", "taints:", "expireAfter:", "consolidationPolicy:", "# exactly 4 GPUs"):
         assert phrase in text
 
@@ -132,6 +135,7 @@ def test_every_template_field_is_commented() -> None:
 
 def test_overrides_and_settings_reach_the_templates() -> None:
     items = m.render(
+        target="eks",
         flavour="karpenter",
         overrides={"storage_class": {"default": False}, "ami_alias": "al2023@v20260901"},
         settings=SETTINGS,
@@ -142,13 +146,13 @@ def test_overrides_and_settings_reach_the_templates() -> None:
 
 
 def test_cli_render_writes_one_plain_resource_per_document(tmp_path: Path) -> None:
-    assert m.main(["render", "--target", "eks", "--flavour", "all", "--out", str(tmp_path)]) == 0
+    assert manifests_cli(["render", "--target", "eks", "--flavour", "all", "--out", str(tmp_path)]) == 0
     files = sorted(tmp_path.rglob("*.yaml"))
     assert {p.relative_to(tmp_path).parts[0] for p in files} == set(m.FLAVOURS)
     for path in files:
         docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
         assert len(docs) == 1 and docs[0]["kind"] and "{{" not in path.read_text()
-    assert m.main(["check", str(tmp_path)]) == 0
+    assert manifests_cli(["check", str(tmp_path)]) == 0
 
 
 # ---------------------------------------------------------------- the checks catch what they must
@@ -358,15 +362,50 @@ def test_project_schemas_are_strict() -> None:
         ("karpenter.sh/v1", "NodePool"),
         ("karpenter.k8s.aws/v1", "EC2NodeClass"),
         ("eks.amazonaws.com/v1", "NodeClass"),
+        ("eks.amazonaws.com/v1", "IngressClassParams"),
         ("ray.io/v1", "RayService"),
     }
 
 
 def test_render_object_text_returns_one_commented_object() -> None:
-    text = m.render_object_text("01-cluster-and-nodepools", "nodepools.yaml.j2", "gpu", target="eks", flavour="karpenter")
+    text = m.render_object_text(
+        "01-cluster-and-nodepools", "nodepools.yaml.j2", "gpu", target="eks", flavour="karpenter"
+    )
     doc = yaml.safe_load(text)
     assert doc["kind"] == "NodePool" and doc["metadata"]["name"] == "gpu"
     assert "# a spend cap" in text and "graviton" not in doc["metadata"]["name"]
     assert "karpenter.k8s.aws/instance-family" in text
     with pytest.raises(KeyError):
-        m.render_object_text("01-cluster-and-nodepools", "nodepools.yaml.j2", "no-such-pool")
+        m.render_object_text("01-cluster-and-nodepools", "nodepools.yaml.j2", "no-such-pool", target="eks")
+
+
+# ---------------------------------------------------------------- issue 12: fields and images of today's upstreams
+
+
+def test_rayservice_sets_no_field_kuberay_ignores() -> None:
+    """serviceUnhealthySecondThreshold / deploymentUnhealthySecondThreshold are deprecated and unused since KubeRay
+    1.1 (ray-project/kuberay#1685): not rendered, and the project schema refuses them."""
+    ray = first(rendered("auto-mode"), "RayService")
+    ignored = ("serviceUnhealthySecondThreshold", "deploymentUnhealthySecondThreshold")
+    assert not set(ignored) & set(ray["spec"])
+    for name in ignored:
+        broken = copy.deepcopy(ray)
+        broken["spec"][name] = 300
+        assert any(name in f.message for f in m.validate([broken])), name
+
+
+def _version(tag: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in tag.split("-")[0].split("."))
+
+
+def test_base_images_are_current_and_one_python_everywhere() -> None:
+    images = m.chapter_parameters("04-gateway")["images"]
+    redis, postgres, python = (images[k].split(":", 1)[1] for k in ("redis", "postgres", "python"))
+    assert _version(redis) >= (7, 4, 10) and redis.endswith("-alpine"), "redis:7.4.2-alpine was late 2024"
+    assert _version(postgres) >= (16, 13) and _version(postgres)[0] == 16, "same major: no pg_upgrade of the volume"
+    assert _version(python) >= (3, 11, 14) and _version(python)[:2] == (3, 11) and "slim" in python
+    for path in ("manifests/07-mcp-tools/image/Dockerfile", "manifests/08-supervisor-agent/image/Dockerfile",
+                 "manifests/08-supervisor-agent/image/build.sh"):
+        text = (ROOT / path).read_text()
+        assert images["python"] in text and "python:3.11.11" not in text, path
+

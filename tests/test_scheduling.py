@@ -30,6 +30,8 @@ EXPECTED_POOL = {
     "langfuse-clickhouse": "graviton",
     "langfuse-postgresql": "graviton",
     "langfuse-redis": "graviton",
+    "langfuse-s3-all-in-one": "graviton",
+    "langfuse-keeper": "graviton",
     "supervisor-agent": "graviton",
     "mcp-web-search": "graviton",
     "mcp-filesystem": "graviton",

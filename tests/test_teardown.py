@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from helpers.infra import k8s
 from helpers.infra import manifests as m
 from helpers.infra import teardown
 from helpers.config import Settings
@@ -40,9 +41,11 @@ def test_plan_covers_every_rendered_object_and_only_labelled_ones(flavour: str) 
     docs = rendered(flavour)
     plan = teardown.plan(docs + strangers())
     planned = {s.ref for s in plan.steps}
-    assert planned == {m.object_ref(d) for d in docs}
+    # rendered objects in a protected namespace (Auto Mode's kube-system/amazon-vpc-cni ConfigMap) are never deleted
+    protected = {m.object_ref(d) for d in docs if teardown.is_protected(d)}
+    assert planned == {m.object_ref(d) for d in docs} - protected
     skipped = dict(plan.skipped)
-    assert set(skipped) == {m.object_ref(d) for d in strangers()}
+    assert set(skipped) == {m.object_ref(d) for d in strangers()} | protected
     assert "not labelled" in skipped["ConfigMap/llm-workshop/someone-elses"]
     assert "kube-system" in skipped["DaemonSet/kube-system/aws-node"]
     assert all(s.namespace not in teardown.PROTECTED_NAMESPACES for s in plan.steps)
@@ -89,7 +92,7 @@ def test_plan_ignores_duplicates_and_never_mutates_input() -> None:
     docs = rendered("auto-mode")
     before = copy.deepcopy(docs)
     plan = teardown.plan(docs + docs)
-    assert len(plan.steps) == len(docs)
+    assert len(plan.steps) == len([d for d in docs if not teardown.is_protected(d)])
     assert docs == before
 
 
@@ -123,10 +126,29 @@ def test_full_plan_lists_every_kind_the_workshop_creates_and_nothing_else(flavou
     # the same plan with strangers mixed in: they are left alone, the workshop's entries are all kept
     mixed = teardown.plan(workshop_items(flavour) + strangers())
     assert [s.ref for s in mixed.steps] == [s.ref for s in full.steps]
-    assert {ref for ref, _ in mixed.skipped} == {m.object_ref(d) for d in strangers()}
+    protected = {m.object_ref(d) for d in rendered(flavour) if teardown.is_protected(d)}  # e.g. kube-system's
+    protected |= {m.object_ref(e) for e in teardown.helm_entries(flavour, SETTINGS) if teardown.is_protected(e)}
+    assert {ref for ref, _ in mixed.skipped} == {m.object_ref(d) for d in strangers()} | protected
     # every planned Kubernetes object is one of the rendered, labelled ones
     k8s_refs = {s.ref for s in full.steps if s.api_version not in (teardown.HELM_API, teardown.AWS_API)}
-    assert k8s_refs == {m.object_ref(d) for d in rendered(flavour)}
+    helm_namespaces = {f"Namespace/{r.namespace}" for r in k8s.operator_releases(flavour, "llm-workshop", CLUSTER)
+                       if r.namespace not in teardown.PROTECTED_NAMESPACES} | {"Namespace/langfuse"}
+    assert k8s_refs == ({m.object_ref(d) for d in rendered(flavour)} - protected) | helm_namespaces
+
+
+@pytest.mark.parametrize("flavour", m.FLAVOURS)
+def test_the_namespaces_of_the_helm_releases_go_last_and_protected_ones_never(flavour: str) -> None:
+    full = teardown.full_plan(Target("eks", SETTINGS, flavour=flavour))
+    namespaces = [s.name for s in full.steps if s.kind == "Namespace"]
+    assert {"llm-workshop", "langfuse", "kuberay", "monitoring"} <= set(namespaces)
+    assert not set(namespaces) & teardown.PROTECTED_NAMESPACES
+    last_k8s = max(i for i, s in enumerate(full.steps) if s.api_version not in (teardown.HELM_API, teardown.AWS_API))
+    assert full.steps[last_k8s].kind == "Namespace"
+    releases = [i for i, s in enumerate(full.steps) if s.kind in teardown.HELM_KINDS]
+    assert max(releases) < min(i for i, s in enumerate(full.steps) if s.kind == "Namespace")
+    # a Helm release installed into kube-system (Karpenter's getting-started default) never plans kube-system
+    kube_system = teardown.plan([teardown.plan_entry("v1", "Namespace", "kube-system", None, "01-x")])
+    assert not kube_system.steps and kube_system.skipped[0][1] == "a protected namespace"
 
 
 def test_full_plan_removes_consumers_first_and_aws_last() -> None:
@@ -142,7 +164,9 @@ def test_full_plan_removes_consumers_first_and_aws_last() -> None:
     positions = [at(f) for f in chain]
     assert positions == sorted(positions), list(zip(chain, positions, strict=True))
     assert at("PersistentVolumeClaims/langfuse") < at("NodePool/")
-    assert at("NodePool/") < at("OperatorRelease/karpenter/karpenter")  # Karpenter drains the nodes first
+    # Karpenter (like the EBS CSI driver and the load balancer controller) lives in kube-system, as its guide
+    # installs it: never uninstalled, so it drains the nodes of the deleted NodePools; the cluster's deletion removes it
+    assert ("OperatorRelease/kube-system/karpenter", "in protected namespace kube-system") in full.skipped
     assert at("RayService/") < at("OperatorRelease/kuberay/kuberay-operator")
     assert at("StorageClass/") < at("CloudFormationStack/") < at("ECRRepository/")
     assert full.steps[-1].kind == "ECRRepository"
@@ -229,14 +253,20 @@ def fake_clients(leftovers: bool) -> dict[str, Any]:
     cfn = FakeClient({"describe_stacks": [{"Stacks": stacks if leftovers else stacks[1:]}]})
     repos = [{"repositoryName": "llm-eks-workshop/mcp-servers"}, {"repositoryName": "team/app"}]
     ecr = FakeClient({"describe_repositories": [{"repositories": repos if leftovers else repos[1:]}]})
-    return {"ec2": ec2, "elbv2": elbv2, "opensearch": opensearch, "cloudformation": cfn, "ecr": ecr}
+    clusters = {CLUSTER: {}, "tagged-elsewhere": {"workshop": "llm-eks-workshop"}, "prod": {"team": "payments"}}
+    eks = FakeClient({"list_clusters": [{"clusters": list(clusters) if leftovers else ["prod"]}]},
+                     describe_cluster=lambda name: {"cluster": {"name": name, "status": "ACTIVE",
+                                                                "tags": clusters[name]}})
+    return {"eks": eks, "ec2": ec2, "elbv2": elbv2, "opensearch": opensearch, "cloudformation": cfn, "ecr": ecr}
 
 
 def test_verify_aws_finds_only_the_workshops_leftovers() -> None:
     result = teardown.verify_aws(SETTINGS, fake_clients(leftovers=True))
     assert result.clean is False
     remaining = {c.check.split(" ")[0]: c.remaining for c in result.checks}
-    assert len(result.checks) == 6
+    assert len(result.checks) == 7
+    assert remaining["EKS"] == ("tagged-elsewhere (ACTIVE, tagged workshop=llm-eks-workshop)",
+                                "test-cluster (ACTIVE, the workshop's name)")
     assert remaining["EC2"] == ("i-ours (g6.12xlarge, pool gpu)",)
     assert remaining["load"] == ("k8s-llmworks-litellm (llm-workshop/litellm)",)
     assert remaining["EBS"] == ("vol-ours (100 GiB, available, pvc vllm-reasoning-cache)",)
@@ -281,5 +311,7 @@ def test_aws_steps_touch_only_tagged_stacks_and_workshop_repositories() -> None:
         "skipped CloudFormationStack/untagged: it lacks the tag {'workshop': 'llm-eks-workshop'}",
         "would delete ECRRepository/llm-eks-workshop/mcp-servers and its images",
         "refused ECRRepository/team/app: not named llm-eks-workshop/...",
+        "kept    EKSCluster/test-cluster: pass delete_eks_cluster=True to delete it (only when it carries the "
+        "workshop's tag)",
     ]
     assert not cfn.deleted and not ecr.deleted

@@ -35,7 +35,8 @@ def container(objects: dict[str, dict], server: str) -> dict:
 @pytest.mark.parametrize("flavour", manifests.FLAVOURS)
 def test_the_chapter_passes_validation_and_policy(target: str, flavour: str) -> None:
     items = manifests.render_chapter(CHAPTER, target=target, flavour=flavour, settings=SETTINGS)
-    assert sorted(m.kind for m in items) == ["Deployment"] * 2 + ["PersistentVolumeClaim"] * 2 + ["Service"] * 2
+    assert sorted(m.kind for m in items) == (["Deployment"] * 2 + ["NetworkPolicy"] * 2 + ["PersistentVolumeClaim"] * 2
+                                            + ["Service"] * 2)
     assert manifests.check(items) == []
 
 
@@ -44,6 +45,55 @@ def test_no_secret_values_are_rendered(objects: dict[str, dict]) -> None:
     env = {e["name"]: e for e in container(objects, "vllm-reasoning")["env"]}
     ref = env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]
     assert ref == {"name": "hf-token", "key": "token", "optional": True} and "value" not in env["HF_TOKEN"]
+
+
+@pytest.mark.parametrize("server", ["vllm-reasoning", "vllm-vision"])
+def test_vllm_requires_the_gateways_key(objects: dict[str, dict], server: str) -> None:
+    """vLLM's --api-key (VLLM_API_KEY) comes from a Secret, never optional: a pod without the key is refused."""
+    env = {e["name"]: e for e in container(objects, server)["env"]}
+    ref = env["VLLM_API_KEY"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "model-server-api-key", "key": "MODEL_SERVER_API_KEY"} and "value" not in env["VLLM_API_KEY"]
+    args = container(objects, server)["args"]
+    assert not any(str(a).startswith("--api-key") for a in args), "never on the command line (ps would show it)"
+
+
+def test_vllm_and_the_gateway_hold_the_same_key() -> None:
+    from pydantic import SecretStr
+
+    from helpers.errors import WorkshopError
+    from helpers.layers.gateway import deploy as gateway_deploy
+
+    settings = SETTINGS.model_copy(update={"model_server_api_key": SecretStr("sk-model-" + "k" * 24)})
+    vllm_secret = vllm_cluster.api_key_secret("llm-workshop", settings)
+    gateway_secret = next(s for s in gateway_deploy.secret_objects("llm-workshop", settings)
+                          if s["metadata"]["name"] == gateway_deploy.SECRET_NAME)
+    assert vllm_secret["stringData"]["MODEL_SERVER_API_KEY"] == gateway_secret["stringData"]["MODEL_SERVER_API_KEY"]
+    assert vllm_secret["metadata"]["labels"][manifests.PART_OF_LABEL] == manifests.PART_OF
+    with pytest.raises(WorkshopError, match="model server API key"):
+        vllm_cluster.api_key_secret("llm-workshop", SETTINGS.model_copy(update={"model_server_api_key": None}))
+
+
+@pytest.mark.parametrize("server", ["vllm-reasoning", "vllm-vision"])
+def test_only_the_gateway_and_prometheus_reach_vllm(objects: dict[str, dict], server: str) -> None:
+    from helpers.infra import k8s
+
+    policy = objects[f"NetworkPolicy/llm-workshop/{server}"]["spec"]
+    assert policy["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": server}}
+    assert policy["policyTypes"] == ["Ingress"]
+    sources = [rule["from"] for rule in policy["ingress"]]
+    monitoring = {"kubernetes.io/metadata.name": k8s.MONITORING_NAMESPACE}
+    assert sources == [[{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "litellm"}}}],
+                       [{"namespaceSelector": {"matchLabels": monitoring}}]]
+    assert all(rule["ports"] == [{"port": 8000, "protocol": "TCP"}] for rule in policy["ingress"])
+    gateway_pods = [i.doc["spec"]["template"]["metadata"]["labels"] for i in manifests.render_chapter(
+        "04-gateway", target="eks", settings=SETTINGS) if i.kind == "Deployment" and i.name == "litellm"]
+    assert gateway_pods and gateway_pods[0]["app.kubernetes.io/name"] == "litellm", "the policy selects real pods"
+
+
+def test_a_direct_call_goes_through_port_forward() -> None:
+    """The NetworkPolicy admits only the gateway (and Prometheus): from a laptop, port-forward (it enters the pod)."""
+    assert vllm_cluster.port_forward_command("reasoning", "llm-workshop") == \
+        "kubectl -n llm-workshop port-forward svc/vllm-reasoning 18000:8000"
 
 
 def test_reasoning_server_flags(objects: dict[str, dict]) -> None:

@@ -4,6 +4,9 @@
                apply, waits with progress bars, events and logs
     pending    a decoder that turns Pending-pod events into a plain-language cause and fix (works offline)
     operators  the pinned Helm charts the workshop installs, and monitor coverage of the model pods
+    releases   what a release is: chart, values, generated Secrets, IAM (Pod Identity) as data
+    addons     the karpenter flavour's add-ons (Karpenter, EBS CSI driver, Load Balancer Controller), and a check
+               that a cluster has what its flavour needs
 """
 
 from __future__ import annotations
@@ -50,3 +53,5 @@ from helpers.infra.k8s.operators import (  # noqa: F401 - the public surface of 
     monitors,
     operator_releases,
 )
+from helpers.infra.k8s.releases import GeneratedSecret, Policy, PodIdentity  # noqa: F401 - the public surface
+from helpers.infra.k8s.addons import AddonCheck, addon_checks, require_addons  # noqa: F401 - the public surface

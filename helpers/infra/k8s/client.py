@@ -3,6 +3,7 @@ objects, waits with progress bars, events and logs when something does not come 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterable
@@ -96,6 +97,51 @@ def dynamic_client() -> Any:
     from kubernetes import client, dynamic
 
     return dynamic.DynamicClient(client.ApiClient())
+
+
+@dataclass(frozen=True)
+class ProxyAnswer:
+    """What a Service answered through the API server's service proxy (any status: non-2xx is returned, not raised)."""
+
+    status: int
+    body: Any  # parsed JSON, or the text when the answer is not JSON, or None when empty
+
+
+def call_service(name: str, namespace: str, path: str, body: dict[str, Any] | None = None, port: int | str = 8000,
+                 headers: dict[str, str] | None = None, timeout: float = 120) -> ProxyAnswer:
+    """GET (or POST a JSON body to) a Service through the API server's service proxy, with the kubeconfig's
+    credentials: no port-forward, nothing exposed. The API server keeps `Authorization` for itself, so an app's own
+    key travels in another header (`headers`).
+
+    kubernetes>=37 (OpenAPI Generator 7): `param_serialize` builds the URL, headers and body (the BearerToken auth
+    included), `call_api(method, url, ...)` sends them and returns the response whatever its status. The generated
+    `connect_post_namespaced_service_proxy_with_path` cannot carry a body, hence this helper."""
+    import urllib3
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    info = cluster_reachable()
+    api = client.ApiClient()
+    resource = f"/api/v1/namespaces/{namespace}/services/{name}:{port}/proxy/{path.lstrip('/')}"
+    method, url, header_params, payload, post_params = api.param_serialize(
+        method="POST" if body is not None else "GET", resource_path=resource, body=body,
+        header_params={"Content-Type": "application/json", "Accept": "application/json", **(headers or {})},
+        auth_settings=["BearerToken"],
+    )  # fmt: skip
+    try:
+        response = api.call_api(method, url, header_params=header_params, body=payload, post_params=post_params,
+                                _request_timeout=timeout)
+        status, raw = response.status, response.read().decode("utf-8", errors="replace")
+    except urllib3.exceptions.ReadTimeoutError as error:
+        raise TimeoutError(f"{name}:{port}/{path.lstrip('/')} did not answer within {timeout:g}s "
+                           f"(through the API server {info.server})") from error
+    except (urllib3.exceptions.HTTPError, ApiException) as error:  # connection refused/reset, TLS: no answer at all
+        raise ClusterUnreachable(f"The API server {info.server} stopped answering while calling {name}:{port}: "
+                                 f"{getattr(error, 'reason', None) or error}") from error
+    try:
+        return ProxyAnswer(status, json.loads(raw) if raw else None)
+    except json.JSONDecodeError:
+        return ProxyAnswer(status, raw)
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,19 @@
-"""The operators the workshop installs with Helm (pinned charts and values), and whether the Prometheus monitors
-select the pods they are meant to scrape."""
+"""The operators the workshop installs with Helm (pinned charts and values, the Secrets they read), and whether the
+Prometheus monitors select the pods they are meant to scrape.
+
+Both flavours: KubeRay, kube-prometheus-stack (Prometheus with the vLLM and Ray monitors, and Grafana with chapter 05's
+dashboards), cert-manager and the ClickHouse operator (Langfuse's ClickHouse, chapter 05). The `karpenter` flavour
+adds what EKS Auto Mode has built in: Karpenter, the EBS CSI driver, the AWS Load Balancer Controller
+(helpers.infra.k8s.addons) and the NVIDIA device plugin."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
+from helpers.infra.k8s.addons import ebs_csi_release, karpenter_release, load_balancer_controller_release
 from helpers.infra.k8s.client import cluster_reachable
+from helpers.infra.k8s.releases import GeneratedSecret, HelmRelease, resources
 from helpers.infra.manifests import PART_OF, PART_OF_LABEL, Manifest, object_ref
 
 
@@ -26,56 +32,15 @@ VLLM_POD_LABELS = {PART_OF_LABEL: PART_OF, "app.kubernetes.io/component": "vllm"
 VLLM_METRICS_PORT = "http"  # vLLM serves /metrics on its API port; chapter 02 names that container port "http"
 
 
-@dataclass(frozen=True)
-class HelmRelease:
-    """One operator the later chapters need, as a Helm release with a pinned chart version and explicit values."""
-
-    name: str
-    chart: str  # "repo/chart", or an oci:// reference
-    repo_url: str  # the Helm repository ("" for OCI charts)
-    version: str  # exact chart version: never left floating
-    namespace: str
-    purpose: str
-    values: dict[str, Any]
-    pods: tuple[tuple[str, str, str], ...] = ()  # (pod, cpu request, memory request) of the Deployments it runs
-
-    @property
-    def repo_name(self) -> str:
-        """The local name `helm repo add` gives the repository (the part before the slash)."""
-        return self.chart.split("/", 1)[0] if not self.chart.startswith("oci://") else ""
-
-    def commands(self, values_file: str) -> list[list[str]]:
-        """The helm commands that install or upgrade this release to exactly this chart version."""
-        cmds = []
-        if self.repo_url:
-            cmds.append(["helm", "repo", "add", "--force-update", self.repo_name, self.repo_url])
-        cmds.append(
-            [
-                "helm", "upgrade", "--install", self.name, self.chart,
-                "--version", self.version,
-                "--namespace", self.namespace, "--create-namespace",
-                "--values", values_file,
-                "--wait", "--timeout", "10m",
-            ]
-        )  # fmt: skip
-        return cmds
-
-    def uninstall_command(self) -> list[str]:
-        """The helm command that removes the release (teardown)."""
-        return ["helm", "uninstall", self.name, "--namespace", self.namespace, "--wait"]
-
-    def values_yaml(self) -> str:
-        """The release's values as YAML (what --values receives)."""
-        import yaml
-
-        return yaml.safe_dump(self.values, sort_keys=False, width=120)
+GRAFANA_ADMIN = GeneratedSecret(
+    name="grafana-admin", namespace=MONITORING_NAMESPACE, fixed=(("admin-user", "admin"),),
+    generated=("admin-password",), why="Grafana's admin login (grafana.admin.existingSecret): no password in values")
 
 
-def _resources(cpu: str, memory: str, cpu_limit: str | None = None, memory_limit: str | None = None) -> dict:
-    return {
-        "requests": {"cpu": cpu, "memory": memory},
-        "limits": {"cpu": cpu_limit or cpu, "memory": memory_limit or memory},
-    }
+CERT_MANAGER_NAMESPACE = "cert-manager"
+
+
+CLICKHOUSE_OPERATOR_NAMESPACE = "clickhouse-operator-system"
 
 
 def monitors(namespace: str) -> list[dict[str, Any]]:
@@ -96,30 +61,139 @@ def monitors(namespace: str) -> list[dict[str, Any]]:
     ]
 
 
-def operator_releases(
-    flavour: str, namespace: str = "llm-workshop", cluster_name: str = "llm-workshop"
-) -> list[HelmRelease]:
-    """The operators a flavour needs, in install order. Auto Mode ships Karpenter and the NVIDIA device plugin;
-    self-managed Karpenter needs both installed (Karpenter's IAM roles and queue come from its getting-started
-    stack, which this list does not create)."""
+def _kube_prometheus_stack(namespace: str) -> HelmRelease:
+    """Prometheus with the vLLM and Ray monitors, and Grafana (internal only) with chapter 05's dashboards."""
+    from helpers.layers.observability import dashboards
+
+    small = resources("10m", "32Mi", "100m", "64Mi")
+    grafana = {
+        "enabled": True,
+        # the admin login comes from a Secret generated at apply time (GRAFANA_ADMIN), never from these values
+        "admin": {"existingSecret": GRAFANA_ADMIN.name, "userKey": "admin-user", "passwordKey": "admin-password"},
+        "service": {"type": "ClusterIP"},  # internal only: kubectl -n monitoring port-forward svc/...-grafana 3000:80
+        "ingress": {"enabled": False},
+        "testFramework": {"enabled": False},  # no `helm test` Pod: the release is what `helm upgrade` installs
+        "resources": resources("100m", "256Mi", "500m", "512Mi"),
+        "grafana.ini": {"analytics": {"reporting_enabled": False, "check_for_updates": False,
+                                      "check_for_plugin_updates": False}},
+        # its sidecars watch ConfigMaps of its own namespace only. The chart's default is every namespace, with a
+        # ClusterRole that reads every Secret of the cluster; namespaced, its Role reads `monitoring` alone
+        "rbac": {"namespaced": True},
+        "sidecar": {"resources": small,
+                    "dashboards": {"searchNamespace": None, "resource": "configmap"},
+                    "datasources": {"resource": "configmap"}},
+        **dashboards.grafana_values(),  # chapter 05's vLLM and Ray Serve dashboards, from manifests/05-observability
+        # the chart adds a `download-dashboards` init container whenever `dashboards` is set (ours are inline JSON:
+        # it fetches nothing); it gets requests and limits like every container
+        "downloadDashboards": {"resources": small},
+    }
+    return HelmRelease(
+        name="kube-prometheus-stack",
+        chart="prometheus-community/kube-prometheus-stack",
+        repo_url="https://prometheus-community.github.io/helm-charts",
+        version="88.2.0",
+        namespace=MONITORING_NAMESPACE,
+        purpose="Prometheus with PodMonitors that scrape vLLM (chapter 02) and Ray (chapter 03); Grafana with their "
+                "dashboards (chapter 05), internal only",
+        values={
+            "alertmanager": {"enabled": False},
+            "grafana": grafana,
+            "prometheusOperator": {
+                "resources": resources("100m", "256Mi", "200m", "256Mi"),
+                "admissionWebhooks": {"patch": {"resources": small}},  # the certificate Jobs (install hooks)
+                "prometheusConfigReloader": {"resources": small},  # the reloader sidecar of Prometheus
+            },
+            "kube-state-metrics": {"resources": resources("100m", "256Mi", "200m", "256Mi")},
+            "prometheus-node-exporter": {"resources": resources("20m", "32Mi", "100m", "64Mi")},
+            "prometheus": {
+                "prometheusSpec": {
+                    "retention": "24h",
+                    "resources": resources("500m", "2Gi", "1", "4Gi"),
+                    "podMonitorSelectorNilUsesHelmValues": False,  # pick up every PodMonitor, not just ours
+                    "serviceMonitorSelectorNilUsesHelmValues": False,
+                },
+                "additionalPodMonitors": monitors(namespace),
+            },
+        },
+        pods=(
+            ("prometheus", "500m", "2Gi"),
+            ("prometheus-operator", "100m", "256Mi"),
+            ("kube-state-metrics", "100m", "256Mi"),
+            ("grafana", "120m", "320Mi"),  # grafana + its two sidecars (dashboards, datasources)
+        ),
+        secrets=(GRAFANA_ADMIN,),
+    )
+
+
+def _cert_manager() -> HelmRelease:
+    """cert-manager: issues the ClickHouse operator's webhook certificate."""
+    return HelmRelease(
+        name="cert-manager",
+        chart="jetstack/cert-manager",
+        repo_url="https://charts.jetstack.io",
+        # Its own release, installed (and --wait'ed) before the operator, rather than the operator chart's
+        # certManager.install=true: in one release Helm would create cert-manager's CRDs and the operator's
+        # Certificate and Issuer together, and the Certificate is refused until those kinds exist and
+        # cert-manager's webhook answers. v1.19.2 is the version the operator chart 0.0.2 vendors.
+        version="v1.19.2",
+        namespace=CERT_MANAGER_NAMESPACE,
+        purpose="issues the ClickHouse operator's webhook certificate (Langfuse's ClickHouse, chapter 05)",
+        values={
+            "crds": {"enabled": True, "keep": True},  # its CRDs with the release, kept on uninstall (its default)
+            "resources": resources("20m", "64Mi", "200m", "256Mi"),
+            "webhook": {"resources": resources("10m", "32Mi", "100m", "64Mi")},
+            "cainjector": {"resources": resources("10m", "64Mi", "100m", "256Mi")},
+            "startupapicheck": {"resources": resources("10m", "32Mi", "100m", "64Mi")},  # post-install hook Job
+        },
+        pods=(("cert-manager", "20m", "64Mi"), ("cert-manager-webhook", "10m", "32Mi"),
+              ("cert-manager-cainjector", "10m", "64Mi")),
+    )
+
+
+def _clickhouse_operator() -> HelmRelease:
+    """The ClickHouse operator: turns Langfuse's ClickHouseCluster and KeeperCluster into pods (chapter 05)."""
+    from helpers.infra.manifests import chapter_parameters
+
+    langfuse_namespace = chapter_parameters("05-observability")["langfuse"]["namespace"]
+    return HelmRelease(
+        name="clickhouse-operator",
+        chart="oci://ghcr.io/clickhouse/clickhouse-operator-helm",
+        repo_url="",
+        version="0.0.2",  # the operator langfuse chart 2.0.0 renders ClickHouseCluster/KeeperCluster v1alpha1 for
+        namespace=CLICKHOUSE_OPERATOR_NAMESPACE,
+        purpose="runs Langfuse's ClickHouse and Keeper (ClickHouseCluster, KeeperCluster) for chapter 05",
+        values={
+            "manager": {
+                "image": {"tag": "v0.0.2"},  # the chart 0.0.2 still names image v0.0.1
+                "resources": resources("10m", "64Mi", "500m", "128Mi"),
+                # it watches Langfuse's namespace only. Not through the chart's `watchNamespaces`: at 0.0.2 that sets
+                # WATCH_NAMESPACES, while the operator reads WATCH_NAMESPACE (internal/environment/environment.go)
+                "env": [{"name": "WATCH_NAMESPACE", "value": langfuse_namespace}],
+            },
+            # its admission webhooks fill in the clusters' defaults (the controller relies on them) and need a
+            # certificate: cert-manager (the release before this one) issues it
+            "certManager": {"enable": True, "install": False},
+            "webhook": {"enable": True},
+        },
+        pods=(("clickhouse-operator", "10m", "64Mi"),),
+    )
+
+
+def operator_releases(flavour: str, namespace: str = "llm-workshop", cluster_name: str = "llm-workshop",
+                      region: str | None = None, vpc_id: str | None = None) -> list[HelmRelease]:
+    """The operators a flavour needs, in install order. EKS Auto Mode runs Karpenter, the EBS CSI driver, load
+    balancing and the NVIDIA device plugin itself; the `karpenter` flavour installs them (Karpenter's IAM roles and
+    queue come from its getting-started stack; each add-on's IAM role is data here, releases.PodIdentity).
+    `region` and `vpc_id` (the cluster's) let the karpenter flavour's controllers work without instance metadata."""
+    from helpers.infra.manifests import chapter_parameters
+
     releases: list[HelmRelease] = []
     if flavour == "karpenter":
-        releases.append(
-            HelmRelease(
-                name="karpenter",
-                chart="oci://public.ecr.aws/karpenter/karpenter",
-                repo_url="",
-                version="1.14.1",
-                namespace="karpenter",  # its own namespace: the workshop never touches kube-system
-                purpose="launches the nodes the NodePools describe (Auto Mode runs it for you)",
-                values={
-                    "settings": {"clusterName": cluster_name, "interruptionQueue": cluster_name},
-                    "controller": {"resources": _resources("500m", "1Gi", "1", "1Gi")},
-                },
-                pods=(),  # runs on the cluster's managed node group, not on the nodes it launches
-            )
-        )
-        releases.append(
+        ingress_class = chapter_parameters("01-cluster-and-nodepools")["ingress_class"]
+        releases += [
+            karpenter_release(cluster_name),
+            ebs_csi_release(region),
+            load_balancer_controller_release(cluster_name, region, vpc_id, ingress_class),
             HelmRelease(
                 name="nvidia-device-plugin",
                 chart="nvdp/nvidia-device-plugin",
@@ -131,10 +205,10 @@ def operator_releases(
                     "nodeSelector": {"llm-eks-workshop/accelerator": "nvidia"},  # only on the gpu pool's nodes
                     "affinity": None,  # drop the chart's default, which waits for node-feature-discovery labels
                     "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-                    "resources": _resources("50m", "64Mi", "100m", "128Mi"),
+                    "resources": resources("50m", "64Mi", "100m", "128Mi"),
                 },
-            )
-        )
+            ),
+        ]
     releases.append(
         HelmRelease(
             name="kuberay-operator",
@@ -143,41 +217,11 @@ def operator_releases(
             version="1.7.0",
             namespace="kuberay",
             purpose="turns the RayService of chapter 03 into Ray head and worker pods",
-            values={"resources": _resources("100m", "512Mi", "500m", "512Mi")},
+            values={"resources": resources("100m", "512Mi", "500m", "512Mi")},
             pods=(("kuberay-operator", "100m", "512Mi"),),
         )
     )
-    prometheus_resources = _resources("500m", "2Gi", "1", "4Gi")
-    releases.append(
-        HelmRelease(
-            name="kube-prometheus-stack",
-            chart="prometheus-community/kube-prometheus-stack",
-            repo_url="https://prometheus-community.github.io/helm-charts",
-            version="88.2.0",
-            namespace=MONITORING_NAMESPACE,
-            purpose="Prometheus with PodMonitors that scrape vLLM (chapter 02) and Ray (chapter 03)",
-            values={
-                "alertmanager": {"enabled": False},
-                "grafana": {"enabled": False},  # no default admin password anywhere; chapter 05 reads the metrics
-                "prometheusOperator": {"resources": _resources("100m", "256Mi", "200m", "256Mi")},
-                "kube-state-metrics": {"resources": _resources("100m", "256Mi", "200m", "256Mi")},
-                "prometheus": {
-                    "prometheusSpec": {
-                        "retention": "24h",
-                        "resources": prometheus_resources,
-                        "podMonitorSelectorNilUsesHelmValues": False,  # pick up every PodMonitor, not just ours
-                        "serviceMonitorSelectorNilUsesHelmValues": False,
-                    },
-                    "additionalPodMonitors": monitors(namespace),
-                },
-            },
-            pods=(
-                ("prometheus", "500m", "2Gi"),
-                ("prometheus-operator", "100m", "256Mi"),
-                ("kube-state-metrics", "100m", "256Mi"),
-            ),
-        )
-    )
+    releases += [_kube_prometheus_stack(namespace), _cert_manager(), _clickhouse_operator()]
     return releases
 
 
@@ -257,19 +301,51 @@ def helm_available() -> str | None:
     return shutil.which("helm")
 
 
+def ensure_release_secrets(release: HelmRelease) -> list[str]:
+    """Create (or keep) the release's generated Secrets, in its namespace (labelled, so teardown may remove it)."""
+    import base64
+
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    from helpers.infra.k8s.client import apply
+    from helpers.infra.manifests import COMMON_LABELS
+
+    if not release.secrets:
+        return []
+    core, objects = client.CoreV1Api(), []
+    for generated in release.secrets:
+        try:
+            data = core.read_namespaced_secret(generated.name, generated.namespace).data or {}
+            existing = {k: base64.b64decode(v).decode() for k, v in data.items()}
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            existing = {}
+        objects += [{"apiVersion": "v1", "kind": "Namespace",
+                     "metadata": {"name": generated.namespace, "labels": dict(COMMON_LABELS)}},
+                    generated.manifest(existing)]
+    apply(objects)
+    return [f"{s.namespace}/{s.name}" for s in release.secrets]
+
+
 def install_operators(releases: Iterable[HelmRelease], values_dir: str, dry_run: bool = False) -> list[str]:
-    """Run the helm commands of each release (needs a reachable cluster and helm on PATH); returns what was run."""
+    """Create each release's Secrets, then run its helm commands (needs a reachable cluster and helm on PATH);
+    returns what was done."""
     import subprocess
     from pathlib import Path
 
     if not helm_available():
-        raise RuntimeError("helm is not installed: install Helm 3 (https://helm.sh/docs/intro/install/) and re-run.")
+        raise RuntimeError("helm is not installed: install helm v4 (https://helm.sh/docs/intro/install/; `make helm` "
+                           "puts one in .venvs/bin on x86_64 Linux) and re-run.")
     cluster_reachable()
     done = []
     for release in releases:
         values_file = Path(values_dir) / f"{release.name}-values.yaml"
         values_file.parent.mkdir(parents=True, exist_ok=True)
         values_file.write_text(release.values_yaml())
+        if not dry_run:
+            done += [f"secret {ref} (generated, kept across runs)" for ref in ensure_release_secrets(release)]
         for cmd in release.commands(str(values_file)):
             if dry_run and cmd[1] == "upgrade":
                 cmd = [*cmd, "--dry-run=server"]

@@ -6,6 +6,9 @@ Every chapter folder under `manifests/` holds Jinja2 templates (`*.yaml.j2`) and
     render    one renderer for both targets (settings + chapter defaults + overrides)
     validate  core kinds against Kubernetes' schemas, custom resources against manifests/schemas/
     policy    the workshop's rules; check() = validate() + policy()
+    karpenter the node labels Karpenter and EKS Auto Mode refuse in a NodePool (part of policy)
+    cel       the upstream CRDs' CEL rules (x-kubernetes-validations) on rendered custom resources
+    prerequisites  what one object needs another for, over one flavour's whole set (ingress class, ...)
     cli       python -m helpers.infra.manifests render --target eks --out build/manifests | check
 """
 
@@ -46,6 +49,7 @@ from helpers.infra.manifests.render import (  # noqa: F401 - the public surface 
     render_context,
     render_object_text,
     render_text,
+    placeholders,
     sort_for_apply,
     templates,
     write,
@@ -65,4 +69,9 @@ from helpers.infra.manifests.policy import (  # noqa: F401 - the public surface 
     policy,
     policy_document,
     tolerates,
+)
+from helpers.infra.manifests.prerequisites import (  # noqa: F401 - the public surface of the package
+    CALLS_AWS_LABEL,
+    prerequisites,
+    provided_ingress_classes,
 )

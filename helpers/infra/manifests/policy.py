@@ -1,5 +1,6 @@
 """The workshop's rules, checked offline on every rendered object: pinned images, requests and limits, probes,
-no secret values, workshop labels, accelerator tolerations, no public load balancer without TLS."""
+no secret values, workshop labels, accelerator tolerations, no public load balancer without TLS, and no NodePool
+label or requirement that Karpenter (any version) or EKS Auto Mode refuses (helpers.infra.manifests.karpenter)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from helpers.infra.manifests.karpenter import nodepool_findings
 from helpers.infra.manifests.objects import PART_OF, PART_OF_LABEL, Finding, Manifest, as_docs, object_ref, pod_specs, pod_templates
 from helpers.infra.manifests.validate import validate
 
@@ -238,6 +240,7 @@ def policy_document(doc: dict[str, Any]) -> list[Finding]:
                 )
             )
     findings += _policy_load_balancer(ref, doc)
+    findings += nodepool_findings(doc)
     return findings
 
 

@@ -6,6 +6,7 @@ caller's overrides. Objects come back in apply order."""
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 from collections.abc import Iterable
@@ -16,6 +17,7 @@ import jinja2
 import yaml
 
 from helpers.config import Settings
+from helpers.errors import WorkshopError
 from helpers.infra.manifests.objects import (
     AWS_TAG,
     COMMON_LABELS,
@@ -34,6 +36,8 @@ from helpers.infra.manifests.objects import (
 KIND_ORDER = [
     "Namespace",
     "StorageClass",
+    "IngressClassParams",
+    "IngressClass",
     "NodeClass",
     "EC2NodeClass",
     "NodePool",
@@ -70,10 +74,21 @@ def chapters() -> list[str]:
     return workshop_chapters.with_manifests()
 
 
+@functools.lru_cache(maxsize=512)
+def _parsed(text: str, many: bool) -> Any:
+    return tuple(yaml.safe_load_all(text)) if many else yaml.safe_load(text)
+
+
+def parse_yaml(text: str, many: bool = False) -> Any:
+    """yaml.safe_load (a list of safe_load_all's documents when `many`) of a text, parsed once per distinct text."""
+    parsed = _parsed(text, many)  # a pure function of the text, so the cache is always right
+    return copy.deepcopy(list(parsed) if many else parsed)  # callers may change what they get
+
+
 def chapter_parameters(chapter: str) -> dict[str, Any]:
     """The defaults of a chapter (its parameters.yaml), or {} when it has none."""
     path = MANIFESTS_DIR / chapter / "parameters.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+    return (parse_yaml(path.read_text()) or {}) if path.exists() else {}
 
 
 def templates(chapter: str, include_on_demand: bool = False) -> list[str]:
@@ -141,8 +156,14 @@ def instance_label(key: str, flavour: str) -> str:
 
 
 def _environment(chapter: str) -> jinja2.Environment:
+    return _environment_for(str(MANIFESTS_DIR / chapter))
+
+
+@functools.lru_cache(maxsize=64)
+def _environment_for(folder: str) -> jinja2.Environment:
+    """One Jinja2 environment per template folder: each template compiles once (and again when its file changes)."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(MANIFESTS_DIR / chapter)),
+        loader=jinja2.FileSystemLoader(folder),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -150,7 +171,13 @@ def _environment(chapter: str) -> jinja2.Environment:
         autoescape=False,
     )
     env.filters["q"] = lambda value: json.dumps(str(value))
+    env.globals["fail"] = fail
     return env
+
+
+def fail(message: str, fix: str) -> None:
+    """Stop rendering with a WorkshopError: templates call {{ fail(message, fix) }} when a required value is missing."""
+    raise WorkshopError(message, fix)
 
 
 def render_text(
@@ -197,10 +224,20 @@ def render_chapter(
     manifests: list[Manifest] = []
     for template in templates(chapter, include_on_demand):
         text = render_text(chapter, template, target, flavour, overrides, settings)
-        for doc in yaml.safe_load_all(text):
+        for doc in parse_yaml(text, many=True):
             if doc:
                 manifests.append(Manifest(chapter=chapter, template=template, doc=doc))
     return sort_for_apply(manifests)
+
+
+def placeholders(settings: Settings | None = None) -> dict[str, Any]:
+    """Values that exist only once AWS resources do, as recognisable placeholders for whole-workshop renders.
+
+    Chapter 08's agent needs the OpenSearch domain endpoint of chapter 06 and refuses to render for eks without
+    one. A render of every chapter is for checks, costs and the teardown plan, never applied as is (each chapter
+    is applied from its own render), so it is given this placeholder explicitly instead."""
+    region = (settings or Settings()).aws_region or "us-west-2"
+    return {"opensearch_endpoint": f"vpc-llm-workshop-placeholder.{region}.es.amazonaws.com"}
 
 
 def render(
@@ -211,7 +248,11 @@ def render(
     include_on_demand: bool = False,
     settings: Settings | None = None,
 ) -> list[Manifest]:
-    """Every object of the workshop (or of the chapters named), chapter by chapter, each in apply order."""
+    """Every object of the workshop (or of the chapters named), chapter by chapter, each in apply order.
+
+    Values known only after AWS resources exist come from placeholders() unless overrides give them: this
+    render is for checks, costs and teardown plans; apply a chapter from render_chapter with the real values."""
+    overrides = deep_merge(placeholders(settings), overrides or {})
     result: list[Manifest] = []
     for chapter in chapter_names or chapters():
         result += render_chapter(chapter, target, flavour, overrides, include_on_demand, settings)

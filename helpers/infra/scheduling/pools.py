@@ -78,7 +78,11 @@ UNKNOWN = object()
 
 
 def instance_attribute(instance: InstanceType, attribute: str) -> Any:
-    """The value an instance type's node label would have (None: label absent; UNKNOWN: not in the table)."""
+    """The value an instance type's node label would have (None: label absent; UNKNOWN: not in the table).
+
+    `attribute` is a label key with or without the flavour's prefix (instance-family or
+    karpenter.k8s.aws/instance-family), so a pod's node selector can be read as written."""
+    attribute = next((attribute[len(p):] for p in INSTANCE_PREFIXES if attribute.startswith(p)), attribute)
     gpu = instance.gpu_count > 0
     neuron = instance.neuron_devices > 0
     table: dict[str, Any] = {

@@ -2,7 +2,7 @@
 
     plan     what would be deleted, in dependency order, from the rendered manifests, the Helm releases and
              the AWS resources; never anything unlabelled or in a protected namespace
-    execute  perform a plan on the eks target (dry run by default)
+    execute  perform a plan on the eks target (dry run by default); delete the tagged EKS cluster on request
     verify   prove nothing billable is left in the account
     local    stop the laptop stack and prove no process is left; remove caches and keys on request
 """
@@ -37,12 +37,14 @@ from helpers.infra.teardown.plan import (  # noqa: F401 - the public surface of 
     planned_kinds,
 )
 from helpers.infra.teardown.execute import (  # noqa: F401 - the public surface of the package
+    delete_cluster,
     execute,
     execute_all,
 )
 from helpers.infra.teardown.verify import (  # noqa: F401 - the public surface of the package
     Leftover,
     Verification,
+    leftover_clusters,
     leftover_domains,
     leftover_instances,
     leftover_load_balancers,

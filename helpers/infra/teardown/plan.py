@@ -9,11 +9,13 @@ by adding manifests: every chapter's objects are in render(). Within one kind, c
 they use: the agent, MCP servers, gateway, Langfuse, model servers, RayService (CHAPTER_ORDER).
 
 `full_plan()` adds what is not a manifest: the Helm releases (Langfuse, the operators: each uninstalled only
-after the objects it manages are gone, Karpenter after the node pools it drains) and the AWS resources
-(the OpenSearch CloudFormation stack of manifests/06-vector-index/cloudformation, the ECR repositories of the
-workshop's images). `verify_aws()` then proves nothing billable is left: no Karpenter-launched instances of
-the workshop's node pools, no load balancers or EBS volumes of its namespaces, no OpenSearch domain and no
-CloudFormation stack carrying its tag. Every AWS step and check is filtered by the workshop's tag (or name)."""
+after the objects it manages are gone, Karpenter after the node pools it drains) and their namespaces, and the AWS
+resources (the OpenSearch CloudFormation stack of manifests/06-vector-index/cloudformation, the ECR repositories of
+the workshop's images). The EKS cluster itself is never in the plan: execute.delete_cluster() removes it only when
+asked explicitly and only when it carries the workshop's tag. `verify_aws()` then proves nothing billable is left:
+no EKS cluster of the workshop, no Karpenter-launched instances of the workshop's node pools, no load balancers or
+EBS volumes of its namespaces, no OpenSearch domain and no CloudFormation stack carrying its tag. Every AWS step
+and check is filtered by the workshop's tag (or name)."""
 
 from __future__ import annotations
 
@@ -56,6 +58,7 @@ DELETE_ORDER: list[tuple[tuple[str, ...], str]] = [
         "node classes after the node pools that reference them (they wait for their nodes)",
     ),
     (("StorageClass",), "the storage class once no volume needs provisioning"),
+    (("IngressClass", "IngressClassParams"), "the ingress class once no Ingress (and no ALB being removed) uses it"),
     (("ClusterRoleBinding", "ClusterRole"), "cluster-wide permissions"),
     (
         ("OperatorRelease",),
@@ -85,6 +88,7 @@ AWS_KINDS = ("CloudFormationStack", "ECRRepository")
 
 
 WORKSHOP_NAMESPACES_EXTRA = ("langfuse",)  # namespaces of Helm releases the workshop installs (not its manifests)
+# (the operators' namespaces come from helpers.infra.k8s.operator_releases; helm_entries plans all of them)
 
 
 def chapter_rank(chapter: str | None) -> int:
@@ -207,7 +211,8 @@ def plan_entry(api_version: str, kind: str, name: str, namespace: str | None, ch
 
 
 def helm_entries(flavour: str | None = None, settings: Settings | None = None) -> list[dict[str, Any]]:
-    """The Helm releases the workshop installs (Langfuse, operators) and the volumes Helm leaves behind."""
+    """The Helm releases the workshop installs (Langfuse, operators), the volumes Helm leaves behind, and the
+    namespaces the releases were installed into (langfuse, kuberay, monitoring, ...)."""
     from helpers.infra import k8s
     from helpers.infra.manifests import chapter_parameters, default_flavour
 
@@ -218,12 +223,25 @@ def helm_entries(flavour: str | None = None, settings: Settings | None = None) -
         langfuse = chapter_parameters("05-observability")["langfuse"]
         entries.append(plan_entry(HELM_API, "HelmRelease", langfuse["release"], langfuse["namespace"],
                                "05-observability", chart=langfuse["chart"]))
-        # `helm uninstall` keeps the PersistentVolumeClaims of a chart's StatefulSets (PostgreSQL, ClickHouse, ...)
-        entries.append(plan_entry(HELM_API, "PersistentVolumeClaims", f"app.kubernetes.io/instance={langfuse['release']}",
-                               langfuse["namespace"], "05-observability"))
-    for release in k8s.operator_releases(flavour, settings.namespace, settings.cluster_name):
+        # `helm uninstall` keeps the PVCs of the chart's stores (PostgreSQL, Valkey, SeaweedFS: instance=<release>)
+        # and of the ClickHouse operator's StatefulSets (instance=<release>-clickhouse / -keeper, operator v0.0.2
+        # internal/controller/{clickhouse,keeper}/templates.go); and the Secrets the chart marks
+        # helm.sh/resource-policy: keep (<release>-app, <release>-s3-sftp-secret). Both by label, in Langfuse's
+        # namespace only.
+        release = langfuse["release"]
+        instances = ",".join((release, f"{release}-clickhouse", f"{release}-keeper"))
+        entries.append(plan_entry(HELM_API, "PersistentVolumeClaims", f"app.kubernetes.io/instance in ({instances})",
+                                  langfuse["namespace"], "05-observability"))
+        entries.append(plan_entry(HELM_API, "Secrets", f"app.kubernetes.io/instance={release}",
+                                  langfuse["namespace"], "05-observability"))
+    releases = k8s.operator_releases(flavour, settings.namespace, settings.cluster_name)
+    for release in releases:
         entries.append(plan_entry(HELM_API, "OperatorRelease", release.name, release.namespace, "01-cluster-and-nodepools",
                                chart=release.chart))
+    # the namespaces those releases live in go last (a protected one, e.g. kube-system, is left alone by plan())
+    namespaces = {n: "05-observability" for n in WORKSHOP_NAMESPACES_EXTRA}
+    namespaces.update({r.namespace: "01-cluster-and-nodepools" for r in releases if r.namespace not in namespaces})
+    entries += [plan_entry("v1", "Namespace", name, None, chapter) for name, chapter in namespaces.items()]
     return entries
 
 
@@ -293,8 +311,9 @@ def how(step: Step, settings: Settings | None = None) -> str:
     region = settings.aws_region
     if step.kind in ("HelmRelease", "OperatorRelease"):
         return f"helm uninstall {step.name} --namespace {step.namespace} --wait"
-    if step.kind == "PersistentVolumeClaims":
-        return f"kubectl delete pvc --namespace {step.namespace} --selector {step.name}"
+    if step.kind in ("PersistentVolumeClaims", "Secrets"):
+        what = "pvc" if step.kind == "PersistentVolumeClaims" else "secret"
+        return f"kubectl delete {what} --namespace {step.namespace} --selector '{step.name}'"
     if step.kind == "CloudFormationStack":
         return f"aws cloudformation delete-stack --stack-name {step.name} --region {region}"
     if step.kind == "ECRRepository":

@@ -1,5 +1,6 @@
-"""Prove that nothing billable is left in the account: instances of the workshop's node pools, load balancers
-and volumes of its namespaces, OpenSearch domains, CloudFormation stacks and ECR repositories carrying its tag."""
+"""Prove that nothing billable is left in the account: the workshop's EKS cluster, instances of its node pools, load
+balancers and volumes of its namespaces, OpenSearch domains, CloudFormation stacks and ECR repositories carrying
+its tag."""
 
 from __future__ import annotations
 
@@ -154,6 +155,21 @@ def leftover_repositories(ecr: Any) -> Leftover:
                     f"ecr:DescribeRepositories, name {IMAGE_PREFIX}*")
 
 
+def leftover_clusters(eks: Any, cluster: str) -> Leftover:
+    """EKS clusters carrying the workshop's tag, and the cluster of the settings' name (tagged or not): a control
+    plane bills per hour (and Auto Mode's nodes run) until it is deleted."""
+    names = [n for page in eks.get_paginator("list_clusters").paginate() for n in page.get("clusters", [])]
+    found = []
+    for name in names:
+        described = eks.describe_cluster(name=name)["cluster"]
+        tagged = has_workshop_tag(described.get("tags") or {})
+        if tagged or name == cluster:
+            why = "tagged " + ",".join(f"{k}={v}" for k, v in AWS_TAG.items()) if tagged else "the workshop's name"
+            found.append(f"{name} ({described.get('status')}, {why})")
+    return Leftover("EKS clusters (the control plane and Auto Mode nodes bill per hour)", tuple(sorted(found)),
+                    f"eks:ListClusters + DescribeCluster, tag {AWS_TAG} or name {cluster}")
+
+
 def verify_aws(settings: Settings | None = None, clients: dict[str, Any] | None = None,
                flavour: str | None = None) -> Verification:
     """Check AWS for anything billable the workshop left behind; skipped with the reason when AWS is unavailable."""
@@ -165,10 +181,11 @@ def verify_aws(settings: Settings | None = None, clients: dict[str, Any] | None 
     try:
         if not clients:
             aws.identity()  # one cheap call: no credentials -> a clear message instead of six failures
-        for service in ("ec2", "elbv2", "opensearch", "cloudformation", "ecr"):
+        for service in ("eks", "ec2", "elbv2", "opensearch", "cloudformation", "ecr"):
             clients.setdefault(service, aws.client(service, region))
         namespaces = workshop_namespaces(settings)
         checks = (
+            leftover_clusters(clients["eks"], settings.cluster_name),
             leftover_instances(clients["ec2"], settings.cluster_name, workshop_node_pools(flavour, settings)),
             leftover_load_balancers(clients["elbv2"], settings.cluster_name, namespaces),
             leftover_volumes(clients["ec2"], namespaces),

@@ -35,10 +35,16 @@ def build_instructions(registry: str, region: str) -> str:
 
 def render(t: Target, registry: str | None = None, opensearch_endpoint: str | None = None
            ) -> list[manifests.Manifest]:
-    """The chapter's objects (ServiceAccount, Deployment, Service, Ingress, PodDisruptionBudget)."""
+    """The chapter's objects (ServiceAccount, Deployment, Service, Ingress, PodDisruptionBudget).
+
+    On eks the agent's vector store is chapter 06's OpenSearch domain: its endpoint is `opensearch_endpoint`, else
+    WORKSHOP_OPENSEARCH_ENDPOINT, else the stack's outputs (t.opensearch_endpoint()); without one this raises the
+    reason (no AWS account, no stack yet) with the fix, instead of rendering an agent that searches nothing."""
     overrides: dict[str, Any] = {}
     if registry:
         overrides["image"] = {"registry": registry}
+    if t.is_eks and not opensearch_endpoint:
+        opensearch_endpoint = t.opensearch_endpoint()
     if opensearch_endpoint:
         overrides["opensearch_endpoint"] = opensearch_endpoint
     return t.render(CHAPTER, overrides=overrides or None)

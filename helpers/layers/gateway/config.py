@@ -79,14 +79,21 @@ def config_without_endpoints(config: Any) -> Any:
     return config
 
 
-def routes_table(local: Target, eks: Target) -> list[dict[str, str]]:
-    """One row per route: the name clients use and the backend behind it in each target."""
-    here = {m["model_name"]: m["litellm_params"]["api_base"] for m in gateway_config(local)["model_list"]}
-    there = {m["model_name"]: m["litellm_params"]["api_base"] for m in gateway_config(eks)["model_list"]}
+def _backend(route: dict[str, Any]) -> str:
+    params = route["litellm_params"]
+    return params.get("api_base") or f"{params['model']} ({params.get('aws_region_name', 'AWS')})"
+
+
+def routes_table(local: Target, eks: Target, **overrides: Any) -> list[dict[str, str]]:
+    """One row per route: the name clients use and the backend behind it in each target (overrides: chapter 04's
+    parameters for the eks side, e.g. bedrock={"enabled": True})."""
+    here = {m["model_name"]: _backend(m) for m in gateway_config(local)["model_list"]}
+    there = {m["model_name"]: _backend(m) for m in gateway_config(eks, **overrides)["model_list"]}
     notes = {
         "reasoning": "llama.cpp + Qwen2.5-Coder-0.5B (stand-in for vLLM + Qwen3-14B)",
         "vision": "none: no vision model runs on a laptop (every call fails, the fallback answers)",
         "embedding": "the same Ray Serve app (local Ray) + llama.cpp, all-MiniLM-L6-v2",
     }
-    return [{"route": name, "eks backend": there[name], "local backend": here[name], "local model": notes[name]}
+    return [{"route": name, "eks backend": there[name], "local backend": here.get(name, "none: eks only"),
+             "local model": notes.get(name, "none: Amazon Bedrock is reached from the cluster only")}
             for name in there]

@@ -261,15 +261,52 @@ def cluster_network(settings: Settings | None = None, eks: Any = None) -> dict[s
             "cluster_security_group": vpc["clusterSecurityGroupId"]}
 
 
+OPENSEARCH_SERVICE = "opensearchservice.amazonaws.com"
+SERVICE_LINKED_ROLE = "AWSServiceRoleForAmazonOpenSearchService"  # what AWS names the role it creates
+
+
+def ensure_service_linked_role(iam: Any = None) -> str:
+    """Create OpenSearch Service's service-linked role unless the account has it; "created" or "exists".
+
+    A VPC domain needs it (OpenSearch places its network interfaces in your subnets through it), and AWS creates it
+    only when a domain is created from the console: a first CloudFormation stack in a fresh account fails without
+    it. Idempotent: AWS answers InvalidInput "... has been taken in this account" when it exists (some emulators:
+    EntityAlreadyExists)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from helpers.infra import aws
+
+    iam = iam or aws.client("iam")
+    try:
+        iam.create_service_linked_role(AWSServiceName=OPENSEARCH_SERVICE,
+                                       Description="OpenSearch Service: VPC access for the workshop's domain")
+        return "created"
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "")
+        message = error.response.get("Error", {}).get("Message", "")
+        if code == "EntityAlreadyExists" or (code == "InvalidInput" and "has been taken" in message):
+            return "exists"
+        raise aws.AwsUnavailable(
+            f"Cannot create the service-linked role {SERVICE_LINKED_ROLE} ({code}: {message}).",
+            "Ask an account administrator to run `aws iam create-service-linked-role --aws-service-name "
+            f"{OPENSEARCH_SERVICE}` once, then re-run this cell.") from error
+    except BotoCoreError as error:
+        raise aws.unavailable(error, f"create the service-linked role {SERVICE_LINKED_ROLE}") from error
+
+
 def deploy(parameters: list[dict[str, str]], settings: Settings | None = None, cloudformation: Any = None,
-           wait: bool = True) -> dict[str, str]:
-    """Create the stack (billable: the domain costs money per hour until the stack is deleted); return its outputs."""
+           wait: bool = True, iam: Any = None, template: Path = TEMPLATE) -> dict[str, str]:
+    """Create the stack (billable: the domain costs money per hour until the stack is deleted); return its outputs.
+
+    The OpenSearch service-linked role is created first when the account lacks it. `template` is the file to
+    send (the workshop's; tests on an AWS emulator pass a copy without what the emulator cannot model)."""
     from helpers.infra import aws
 
     settings = settings or get_settings()
     cfn = cloudformation or aws.client("cloudformation")
+    ensure_service_linked_role(iam)
     request = create_stack_request(parameters, settings)
-    request["TemplateBody"] = template_text()
+    request["TemplateBody"] = template_text(template)
     cfn.create_stack(**request)
     if wait:
         cfn.get_waiter("stack_create_complete").wait(StackName=request["StackName"],

@@ -2,26 +2,24 @@
 
 - Documents live in `knowledge/<category>/<name>.md`, each opening with a front-matter block that holds a
   `title:` line and a `tags:` line (both become search metadata; the folder is the `category`).
-- Chunking counts tokens with the embedding model's own tokenizer (the WordPiece vocabulary inside the
-  all-MiniLM-L6-v2 GGUF file, read by llama.cpp with `vocab_only=True`), so a chunk never exceeds what the
-  model reads. Chunks end at sentence boundaries where possible and overlap their neighbours.
+- Chunking counts tokens with the embedding model's own tokenizer (all-MiniLM-L6-v2's WordPiece vocabulary,
+  shipped in helpers/data and read by `tokenizers`; the same counts as llama.cpp's), so a chunk never exceeds
+  what the model reads. Chunks end at sentence boundaries where possible and overlap their neighbours.
 - Every chunk id is the sha256 of the document path, the chunk's position and the exact text embedded. Re-running ingestion
   therefore embeds and writes only chunks the store does not have; a changed document gets its new chunks
   written first and its stale chunks deleted after; a removed document loses its chunks.
-- Embeddings come from an OpenAI-compatible endpoint: the gateway when it runs, else the embedding server.
-  Every vector is checked (count, dimension, finite, not zero). Any failure stops the ingest with a clear
-  message and writes nothing from that batch; a random or zero vector is never indexed.
+- Embeddings come from the OpenAI-compatible endpoint the caller names (`t.gateway_embeddings`, the gateway's
+  `embedding` route; no silent fallback to another server). Every vector is checked (count, dimension,
+  finite, not zero). Any failure stops the ingest with a clear message and writes nothing from that batch;
+  a random or zero vector is never indexed.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import os
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, redirect_stderr
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -128,53 +126,69 @@ def load_documents(root: Path | str = KNOWLEDGE_DIR) -> list[Document]:
 # ---------------------------------------------------------------- tokens and chunks
 
 
-@contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Silence llama.cpp's start-up chatter (written to file descriptor 2 and, through its log hook, sys.stderr)."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull, redirect_stderr(io.StringIO()):
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+# The WordPiece vocabularies shipped in helpers/data, by embedding model (registry name): file and sha256.
+VOCABULARIES: dict[str, tuple[str, str]] = {
+    "all-minilm-l6-v2-f16": ("all-MiniLM-L6-v2.vocab.txt",
+                             "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
+}
+DATA_DIR = ROOT / "helpers" / "data"
 
 
 class TokenCounter:
-    """Counts tokens exactly as the embedding model sees them, with the tokenizer stored in its GGUF file."""
+    """Counts tokens exactly as the embedding model sees them: its WordPiece vocabulary through `tokenizers`.
 
-    def __init__(self, model_path: Path) -> None:
-        from llama_cpp import Llama
+    The pipeline is the model's own (its tokenizer.json): BERT normaliser (lower-case, accents stripped, control
+    characters removed, CJK characters split), BERT pre-tokeniser, WordPiece with `##` continuations, and
+    [CLS] ... [SEP] around the text. No special token is recognised inside the text, as llama.cpp does with
+    `special=False`. Needs no model file and no llama.cpp: the agent's image ingests with it."""
 
-        self.model_path = Path(model_path)
-        with _quiet_stderr():
-            self._llama = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+    def __init__(self, vocab_path: Path, sha256: str | None = None) -> None:
+        from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+        from tokenizers.models import WordPiece
+
+        self.vocab_path = Path(vocab_path)
+        if sha256 is not None and (actual := hashlib.sha256(self.vocab_path.read_bytes()).hexdigest()) != sha256:
+            raise KnowledgeError(f"{self.vocab_path}: sha256 {actual}, expected {sha256}; the vocabulary file was "
+                                 "changed: restore it with git")
+        tokenizer = Tokenizer(WordPiece.from_file(str(self.vocab_path), unk_token="[UNK]",
+                                                  max_input_chars_per_word=100))
+        tokenizer.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                                          strip_accents=None, lowercase=True)
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", special_tokens=[(t, tokenizer.token_to_id(t)) for t in ("[CLS]", "[SEP]")])
+        self._tokenizer = tokenizer
 
     @property
     def description(self) -> str:
         """Which tokenizer this is."""
-        return f"WordPiece vocabulary of {self.model_path.name} (llama.cpp, vocab_only=True)"
+        return f"WordPiece vocabulary {self.vocab_path.name} (tokenizers, the embedding model's own pipeline)"
 
     def tokens(self, text: str, special: bool = True) -> list[int]:
         """Token ids; `special` adds the [CLS] ... [SEP] the model always sees."""
-        return self._llama.tokenize(text.encode("utf-8"), add_bos=special, special=False)
+        return self._tokenizer.encode(text, add_special_tokens=special).ids
 
     def count(self, text: str, special: bool = True) -> int:
         """Number of tokens (with [CLS] and [SEP] unless special=False)."""
         return len(self.tokens(text, special))
 
     def pieces(self, text: str) -> list[str]:
-        """The word pieces of a text, for display (lower-cased, as the uncased model sees them)."""
-        return [self._llama.detokenize([t]).decode("utf-8", "replace") for t in self.tokens(text, special=False)]
+        """The word pieces of a text, for display (lower-cased, as the uncased model sees them): a piece that
+        starts a word has a leading space, a continuation (`##ing`) has none."""
+        tokens = self._tokenizer.encode(text, add_special_tokens=False).tokens
+        return [t[2:] if t.startswith("##") else f" {t}" for t in tokens]
 
 
 @lru_cache(maxsize=2)
 def token_counter(model_name: str | None = None) -> TokenCounter:
-    """The token counter of the embedding model (the verified GGUF file from helpers.layers.models)."""
-    from helpers.layers.models import fetch
-
-    return TokenCounter(fetch(model_name or get_settings().embedding_model))
+    """The token counter of the embedding model (its vocabulary shipped in helpers/data, checksum-verified)."""
+    name = model_name or get_settings().embedding_model
+    if name not in VOCABULARIES:
+        raise KnowledgeError(f"no WordPiece vocabulary is shipped for embedding model {name!r} "
+                             f"(known: {', '.join(VOCABULARIES)})",
+                             "add its vocab.txt to helpers/data and an entry to knowledge.VOCABULARIES")
+    filename, sha256 = VOCABULARIES[name]
+    return TokenCounter(DATA_DIR / filename, sha256)
 
 
 def chunk_id(source: str, position: int, embedded_text: str) -> str:

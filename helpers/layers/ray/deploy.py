@@ -6,11 +6,10 @@ Every call that needs a cluster runs helpers.infra.k8s.cluster_reachable() first
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from typing import Any
 
 from helpers.config import Settings, get_settings
+from helpers.infra.k8s.client import ProxyAnswer, call_service
 from helpers.infra.manifests import COMMON_LABELS, chapter_parameters
 
 CHAPTER = "03-ray-serve"
@@ -89,38 +88,12 @@ def service_status(settings: Settings | None = None) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class ProxyAnswer:
-    """What the Serve app answered through the API server's proxy."""
-
-    status: int
-    body: Any
-
-
 def call_app(path: str, body: dict[str, Any] | None = None, settings: Settings | None = None,
              timeout: float = 120) -> ProxyAnswer:
     """GET (or POST JSON to) the Serve app through the API server proxy, with the app's key in X-Api-Key."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    from helpers.infra.k8s import cluster_reachable
-
     settings = settings or get_settings()
-    cluster_reachable()
-    name = f"{parameters()['name']}-serve-svc"
-    resource = f"/api/v1/namespaces/{settings.namespace}/services/{name}:8000/proxy/{path.lstrip('/')}"
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    headers = {}
     if settings.serve_api_key is not None:
         headers["X-Api-Key"] = settings.serve_api_key.get_secret_value()  # Authorization is the cluster's
-    try:
-        data, status, _ = client.ApiClient().call_api(
-            resource, "POST" if body is not None else "GET", header_params=headers, body=body,
-            auth_settings=["BearerToken"], _preload_content=False, _request_timeout=timeout,
-        )  # fmt: skip
-        raw = data.data.decode("utf-8", errors="replace")
-    except ApiException as error:
-        status, raw = error.status, error.body or error.reason
-    try:
-        return ProxyAnswer(status, json.loads(raw) if raw else None)
-    except (json.JSONDecodeError, TypeError):
-        return ProxyAnswer(status, raw)
+    return call_service(f"{parameters()['name']}-serve-svc", settings.namespace, path, body=body, port=8000,
+                        headers=headers, timeout=timeout)

@@ -6,12 +6,13 @@ Every call that needs a cluster runs helpers.infra.k8s.cluster_reachable() first
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
 from typing import Any
 
-from helpers.config import mask
+from helpers.config import Settings, mask
+from helpers.errors import WorkshopError
+from helpers.infra.k8s import client as k8s_client
+from helpers.infra.k8s.client import ProxyAnswer
 from helpers.infra.manifests import COMMON_LABELS, chapter_parameters
 
 CHAPTER = "02-vllm"
@@ -53,6 +54,32 @@ def hf_token_secret(namespace: str) -> dict[str, Any] | None:
     }
 
 
+def api_key_secret(namespace: str, settings: Settings) -> dict[str, Any]:
+    """The Secret vLLM reads its API key from (VLLM_API_KEY = --api-key), built in memory at apply time.
+
+    Its value is settings.model_server_api_key: the same key chapter 04's gateway holds as MODEL_SERVER_API_KEY
+    and sends to vLLM, so the gateway is let in and a pod without the key is not."""
+    if settings.model_server_api_key is None:
+        raise WorkshopError("No model server API key (WORKSHOP_MODEL_SERVER_API_KEY): vLLM cannot get --api-key.",
+                            "Run `python -m helpers.local.doctor` to generate the workshop secrets.")
+    ref = chapter_parameters(CHAPTER)["api_key_secret"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": ref["name"], "namespace": namespace,
+                     "labels": {**COMMON_LABELS, "app.kubernetes.io/component": "vllm"}},
+        "type": "Opaque",
+        "stringData": {ref["key"]: settings.model_server_api_key.get_secret_value()},
+    }
+
+
+def port_forward_command(server: str, namespace: str, local_port: int = 18000) -> str:
+    """The kubectl command that makes a server reachable on this machine, past its NetworkPolicy (port-forward enters
+    the pod itself). Its /v1 routes then need `Authorization: Bearer <model server key>` (t.chat.key())."""
+    name = server_parameters(server)["name"]
+    return f"kubectl -n {namespace} port-forward svc/{name} {local_port}:8000"
+
+
 def describe_secret(secret: dict[str, Any] | None) -> str:
     """A one-line description of the token Secret that shows it is set without revealing it."""
     if secret is None:
@@ -62,40 +89,10 @@ def describe_secret(secret: dict[str, Any] | None) -> str:
     return f"Secret {secret['metadata']['name']} (key {key}): {mask(value)}"
 
 
-@dataclass(frozen=True)
-class ProxyAnswer:
-    """The answer of a call through the API server's service proxy."""
-
-    status: int
-    body: Any
-
-
 def call_service(name: str, namespace: str, path: str, body: dict[str, Any] | None = None, port: int | str = 8000,
                  timeout: float = 300) -> ProxyAnswer:
     """GET (or POST a JSON body to) a Service through the API server proxy: your kubeconfig's credentials, no tunnel."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    from helpers.infra.k8s import cluster_reachable
-
-    cluster_reachable()
-    api = client.ApiClient()
-    method = "POST" if body is not None else "GET"
-    resource = f"/api/v1/namespaces/{namespace}/services/{name}:{port}/proxy/{path.lstrip('/')}"
-    method, url, headers, payload, post_params = api.param_serialize(
-        method=method, resource_path=resource, auth_settings=["BearerToken"], body=body,
-        header_params={"Content-Type": "application/json", "Accept": "application/json"},
-    )  # fmt: skip
-    try:
-        response = api.call_api(method, url, header_params=headers, body=payload, post_params=post_params,
-                                _request_timeout=timeout)
-        status, raw = response.status, response.read().decode("utf-8", errors="replace")
-    except ApiException as error:  # no answer at all (connection refused, timeout)
-        status, raw = error.status, str(error.body or error.reason)
-    try:
-        return ProxyAnswer(status, json.loads(raw) if raw else None)
-    except json.JSONDecodeError:
-        return ProxyAnswer(status, raw)
+    return k8s_client.call_service(name, namespace, path, body=body, port=port, timeout=timeout)
 
 
 def server_log(server: str, namespace: str, limit_bytes: int = 5_000_000) -> str:

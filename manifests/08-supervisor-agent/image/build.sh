@@ -5,8 +5,8 @@
 #
 # Environment:
 #   TAG                  image tag (default: the tag in manifests/08-supervisor-agent/parameters.yaml); never `latest`
-#   PYTHON_IMAGE_DIGEST  sha256 digest of the python:3.11.11-slim multi-arch index, to pin the base by digest
-#                        (docker buildx imagetools inspect python:3.11.11-slim shows it)
+#   PYTHON_IMAGE_DIGEST  sha256 digest of the python:3.11.14-slim-trixie multi-arch index, to pin the base by digest
+#                        (docker buildx imagetools inspect python:3.11.14-slim-trixie shows it)
 #   PUSH=0               build only (load nothing, push nothing): a dry check that the image builds
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../../.." && pwd)"
@@ -16,7 +16,7 @@ if [[ -z "$tag" || "$tag" == "latest" ]]; then
   echo "error: set TAG to an exact version (not latest)" >&2
   exit 2
 fi
-base="python:3.11.11-slim"
+base="python:3.11.14-slim-trixie"
 if [[ -n "${PYTHON_IMAGE_DIGEST:-}" ]]; then
   base="${base}@${PYTHON_IMAGE_DIGEST}"
 fi

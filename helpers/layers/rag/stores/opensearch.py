@@ -329,6 +329,16 @@ def _parse_body(body: Any) -> Any:
     return json.loads(text)
 
 
+def shorten_vectors(body: Any, keep: int = 3) -> Any:
+    """A request body with every vector cut to its first `keep` numbers (and a count of the rest), for display."""
+    if isinstance(body, list):
+        return [shorten_vectors(b, keep) for b in body]
+    if isinstance(body, dict):
+        return {k: (v[:keep] + [f"... {len(v) - keep} more"] if k in ("vector", VECTOR_FIELD) and isinstance(v, list)
+                    else shorten_vectors(v, keep)) for k, v in body.items()}
+    return body
+
+
 class DryRunDomain:
     """Records what an OpenSearchStore sends; answers like an empty domain. Nothing leaves the machine."""
 
