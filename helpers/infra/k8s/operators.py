@@ -329,6 +329,18 @@ def ensure_release_secrets(release: HelmRelease) -> list[str]:
     return [f"{s.namespace}/{s.name}" for s in release.secrets]
 
 
+def ensure_release_namespace(namespace: str) -> list[str]:
+    """Create the release's namespace with the workshop label (helm's --create-namespace would leave it unlabelled,
+    and teardown deletes only what carries the label); the cluster's own namespaces are left as they are."""
+    from helpers.infra.k8s.client import apply
+    from helpers.infra.manifests import COMMON_LABELS
+
+    if namespace in ("default", "kube-system", "kube-public", "kube-node-lease"):
+        return []
+    apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": dict(COMMON_LABELS)}}])
+    return [f"namespace {namespace} (labelled {next(iter(COMMON_LABELS))}, so teardown removes it)"]
+
+
 def install_operators(releases: Iterable[HelmRelease], values_dir: str, dry_run: bool = False) -> list[str]:
     """Create each release's Secrets, then run its helm commands (needs a reachable cluster and helm on PATH);
     returns what was done."""
@@ -345,6 +357,7 @@ def install_operators(releases: Iterable[HelmRelease], values_dir: str, dry_run:
         values_file.parent.mkdir(parents=True, exist_ok=True)
         values_file.write_text(release.values_yaml())
         if not dry_run:
+            done += ensure_release_namespace(release.namespace)
             done += [f"secret {ref} (generated, kept across runs)" for ref in ensure_release_secrets(release)]
         for cmd in release.commands(str(values_file)):
             if dry_run and cmd[1] == "upgrade":
