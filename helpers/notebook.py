@@ -9,6 +9,12 @@ The cell magic `%%on NEED` (registered by `workshop.setup`) runs a cell only whe
 
 A skipped cell prints why once for a run of consecutive skipped cells (the target's skip message), so a section
 of cluster steps says it once, not in every cell.
+
+Exercises: an answer cell (`x = None  # your answer`), a self-check cell calling `self_check(...)`, then a
+collapsed solution cell starting with `%%solution` (optionally `%%solution local`). The solution runs in a COPY of
+the notebook's namespace, so the learner's answers stay theirs; then the last self-check cell is run again against
+the solution's values, and the cell fails unless every check says "correct". Every notebook run therefore proves
+that every self-check can be passed.
 """
 
 from __future__ import annotations
@@ -100,8 +106,33 @@ def run_cell_body(shell: Any, cell: str) -> Any:
     return None
 
 
+def last_self_check(history: list[str]) -> str:
+    """The source of the most recent cell that called self_check (its `%%on ...` line removed)."""
+    for source in reversed(history):
+        if "self_check(" in source and not source.lstrip().startswith("%%solution") and "def self_check" not in source:
+            lines = source.splitlines()
+            if lines and lines[0].startswith("%%on"):
+                lines = lines[1:]
+            return "\n".join(lines)
+    raise ValueError("no self-check cell ran before this solution: run the exercise's self-check cell first")
+
+
+def check_solution(shell: Any, cell: str) -> list[str]:
+    """Run a solution in a copy of the namespace, then the last self-check against it; the check lines it printed."""
+    import contextlib
+    import io
+
+    namespace = dict(shell.user_ns)
+    exec(compile(shell.transform_cell(cell), "<solution>", "exec"), namespace)  # noqa: S102 - the notebook's own
+    checks = shell.transform_cell(last_self_check([str(s) for s in shell.user_ns.get("In", [])]))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(checks, "<self-check>", "exec"), namespace)  # noqa: S102
+    return [line for line in printed.getvalue().splitlines() if line.strip()]
+
+
 def register_magics(target: Target) -> None:
-    """Register `%%on NEED` in the running IPython for this target (no-op outside IPython)."""
+    """Register `%%on NEED` and `%%solution [NEED]` in the running IPython for this target (no-op outside IPython)."""
     try:
         from IPython import get_ipython
     except ImportError:
@@ -122,5 +153,18 @@ def register_magics(target: Target) -> None:
         state["last_skipped"] = (need, count)
         return None
 
+    def solution(line: str, cell: str) -> None:
+        need = line.strip()
+        if need and not runs_on(target, need):
+            print(f"the solutions are checked on the {need} target")
+            return
+        lines = check_solution(shell, cell)
+        wrong = [x for x in lines if not x.endswith(": correct")]
+        if not lines or wrong:
+            raise AssertionError(f"a solution does not pass its self-check: {wrong or 'no check ran'}")
+        print(f"solution checked: {len(lines)} of {len(lines)} self-checks say correct (your own answers are unchanged)")
+
     on.__doc__ = __doc__
+    solution.__doc__ = __doc__
     shell.register_magic_function(on, magic_kind="cell", magic_name="on")
+    shell.register_magic_function(solution, magic_kind="cell", magic_name="solution")

@@ -53,3 +53,41 @@ def test_shorten_vectors_cuts_every_vector_and_keeps_everything_else() -> None:
         {"index": {"_id": "a"}},
         {"vector": [0.1, 0.2, "... 3 more"], "text": "t", "meta": {"vector": [1, 2, "... 2 more"]}},
     ]
+
+
+def _shell_with_target(target_name: str):  # a real IPython shell with the workshop's magics
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from helpers.notebook import register_magics
+
+    shell = InteractiveShell.instance()
+    register_magics(Target(target_name, SETTINGS))
+    return shell
+
+
+def test_solution_magic_checks_the_solution_in_a_copy_and_leaves_the_answers_alone(capsys) -> None:
+    shell = _shell_with_target("local")
+    try:
+        shell.run_cell("from helpers.notebook import self_check\nanswer = None  # your answer", store_history=True)
+        shell.run_cell('self_check("exercise 1", answer, 42)', store_history=True)
+        good = shell.run_cell("%%solution\nanswer = 6 * 7", store_history=True)
+        assert good.success and "1 of 1 self-checks say correct" in capsys.readouterr().out
+        assert shell.user_ns["answer"] is None, "the learner's answer is untouched"
+        bad = shell.run_cell("%%solution\nanswer = 41", store_history=True)
+        assert not bad.success and isinstance(bad.error_in_exec, AssertionError)
+        assert "not quite: 41" in str(bad.error_in_exec)
+    finally:
+        from IPython.core.interactiveshell import InteractiveShell
+
+        InteractiveShell.clear_instance()
+
+
+def test_solution_magic_with_a_need_is_skipped_on_the_other_target(capsys) -> None:
+    shell = _shell_with_target("eks")
+    try:
+        done = shell.run_cell("%%solution local\nraise RuntimeError('must not run')", store_history=True)
+        assert done.success and "checked on the local target" in capsys.readouterr().out
+    finally:
+        from IPython.core.interactiveshell import InteractiveShell
+
+        InteractiveShell.clear_instance()
