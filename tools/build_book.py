@@ -102,9 +102,21 @@ def _failed_under_papermill(nb: Any) -> bool:
     return any("papermill-error-cell-tag" in (c.metadata.get("tags") or []) for c in nb.cells)
 
 
+BOOK_LINK = re.compile(r"\]\(\.\./book/([^)#]+\.md)")  # a notebook's link to a book page, as it works in JupyterLab
+
+
+def book_links(nb: Any) -> Any:
+    """The notebook with its `../book/page.md` links pointing where the book puts the page (`../page.md`)."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = BOOK_LINK.sub(r"](../\1", cell.source)
+    return nb
+
+
 def _copy_notebook(nb: Path, dest: Path) -> None:
     """Stage the executed copy (sanitized) when it is a successful run, else the committed notebook."""
     executed = EXECUTED / nb.name
+    source = nbformat.read(nb, as_version=4)
     if executed.exists():
         run = nbformat.read(executed, as_version=4)
         if _failed_under_papermill(run):
@@ -114,9 +126,8 @@ def _copy_notebook(nb: Path, dest: Path) -> None:
             sys.path.insert(0, str(ROOT / "tools"))
             from sanitize_notebooks import sanitize
 
-            nbformat.write(sanitize(run), dest)
-            return
-    shutil.copy2(nb, dest)
+            source = sanitize(run)
+    nbformat.write(book_links(source), dest)
 
 
 def stage() -> Path:
