@@ -81,7 +81,8 @@ def client(settings: Settings, key: str | None = None) -> OpenAI:
 def test_openai_client_embeddings_chat_and_errors(serve_app: Settings) -> None:
     settings = serve_app
     api = client(settings)
-    assert {m.id for m in api.models.list().data} == {settings.served_embedding_model, settings.smoke_model}
+    # locally the chat route forwards to the stack's llama.cpp server: the chat model is in memory once
+    assert {m.id for m in api.models.list().data} == {settings.served_embedding_model, settings.served_chat_model}
 
     # embeddings: the client's default (base64) and floats agree; vectors are 384-d and normalised
     texts = ["Karpenter adds a Graviton node.", "Ray Serve batches embedding requests.", "A third text."]
@@ -95,14 +96,20 @@ def test_openai_client_embeddings_chat_and_errors(serve_app: Settings) -> None:
     single = api.embeddings.create(model=settings.served_embedding_model, input=texts[0], encoding_format="float")
     assert max(abs(x - y) for x, y in zip(single.data[0].embedding, floats.data[0].embedding)) < 1e-4
 
-    # chat (non-streaming and streaming)
-    reply = api.chat.completions.create(model=settings.smoke_model, max_tokens=8, temperature=0,
+    # chat (non-streaming and streaming), answered by the llama.cpp server behind the app
+    reply = api.chat.completions.create(model=settings.served_chat_model, max_tokens=8, temperature=0,
                                         messages=[{"role": "user", "content": "Say OK."}])
     assert reply.choices[0].message.content.strip() and reply.usage.completion_tokens <= 8
+    assert reply.model == settings.served_chat_model
     pieces = [c.choices[0].delta.content or "" for c in api.chat.completions.create(
-        model=settings.smoke_model, max_tokens=8, temperature=0, stream=True,
+        model=settings.served_chat_model, max_tokens=8, temperature=0, stream=True,
         messages=[{"role": "user", "content": "Say OK."}]) if c.choices]
     assert "".join(pieces).strip()
+    # the small model's former name is still accepted while notebook 03 moves to t.chat.model; the answer says who
+    assert api.chat.completions.create(model=settings.smoke_model, max_tokens=4, temperature=0, messages=[
+        {"role": "user", "content": "Say OK."}]).model == settings.served_chat_model
+    with pytest.raises(NotFoundError):
+        api.chat.completions.create(model="gpt-4o", max_tokens=8, messages=[{"role": "user", "content": "x"}])
 
     # 401: no key, wrong key; the body is OpenAI-shaped
     with pytest.raises(AuthenticationError) as wrong:
@@ -123,7 +130,7 @@ def test_openai_client_embeddings_chat_and_errors(serve_app: Settings) -> None:
             api.embeddings.create(model=settings.served_embedding_model, input=empty)
         assert err.value.status_code == 400 and err.value.body["code"] == "empty_input"
     with pytest.raises(BadRequestError) as err:
-        api.chat.completions.create(model=settings.smoke_model, messages=[])
+        api.chat.completions.create(model=settings.served_chat_model, messages=[])
     assert err.value.body["code"] == "empty_input"
 
     # 4xx: oversize input (too many tokens, too many characters, too many texts, too big a body)
@@ -145,10 +152,10 @@ def test_openai_client_embeddings_chat_and_errors(serve_app: Settings) -> None:
     with pytest.raises(NotFoundError):
         api.embeddings.create(model="text-embedding-3-large", input="x")
 
-    # batching is visible: concurrent requests shared llama.cpp calls
+    # batching is visible: a burst of concurrent requests shared llama.cpp calls (no wait: batch_wait_timeout_s=0)
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda i: api.embeddings.create(model=settings.served_embedding_model,
                                                       input=[f"text {i} {j}" for j in range(4)]), range(16)))
     stats = httpx.get(f"http://{settings.host}:{settings.serve_port}/stats", timeout=30,
@@ -167,6 +174,10 @@ def test_stack_service_listens_on_loopback_and_stops_leaving_no_ray_process(isol
     procs = ray_processes(settings)
     names = " ".join(" ".join(p.cmdline()) for p in procs)
     assert "raylet" in names and "gcs_server" in names and "ServeReplica" in names
+    assert "ChatModel" not in names, "locally the chat route forwards to model-server: no second chat model"
+    replicas = [p for p in procs if p.cmdline() and p.cmdline()[0].startswith("ray::ServeReplica")]
+    assert replicas and not any(m.path.endswith("/pandas/__init__.py") or "/pandas/" in m.path
+                                for p in replicas for m in p.memory_maps()), "pandas is kept out of Ray"
     pids = {p.pid for p in procs}
     listening = [c.laddr.ip for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN and c.pid in pids]
     assert listening and all(ip in ("127.0.0.1", "::ffff:127.0.0.1", "::1") for ip in listening), listening
@@ -179,6 +190,25 @@ def test_stack_service_listens_on_loopback_and_stops_leaving_no_ray_process(isol
     assert not ray_temp_dir(settings).exists(), "Ray's temporary folder is removed on shutdown"
     assert stack.service_status("ray-serve").state == "stopped"
     assert token_file.exists() == had_token_file, "Ray's auth token lives in the service's environment only"
+
+
+@pytest.mark.services
+def test_a_killed_raylet_brings_the_whole_service_back(serve_app: Settings) -> None:
+    """Ray's own core process dies: the launcher exits, and the stack's supervisor starts ray-serve again."""
+    import os
+    import signal
+
+    before = stack.service_status("ray-serve")
+    raylet = next(p for p in psutil.Process(before.pid).children(recursive=True) if p.name() == "raylet")
+    os.kill(raylet.pid, signal.SIGKILL)
+    deadline = time.monotonic() + stack.get_service("ray-serve").start_timeout + 30
+    while time.monotonic() < deadline:
+        now = stack.service_status("ray-serve")
+        if now.state == "healthy" and now.pid != before.pid:
+            break
+        time.sleep(1)
+    assert now.state == "healthy" and now.pid != before.pid and now.restarts == 1, now
+    assert client(serve_app).embeddings.create(model=serve_app.served_embedding_model, input="back").data
 
 
 # ---------------------------------------------------------------- pure parts (no Ray)
@@ -198,6 +228,26 @@ def test_embedding_input_validation_names_the_problem() -> None:
         assert set(err.value.body()["error"]) == {"message", "type", "code", "param"}
 
 
+def test_chat_upstream_errors_name_the_upstream_and_never_pass_as_200() -> None:
+    import asyncio
+    import socket
+
+    from services.ray_app.app import ChatUpstream
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    upstream = ChatUpstream(f"http://127.0.0.1:{port}/v1", "reasoning", None, timeout=5)
+    params = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    down = asyncio.run(upstream.complete(params))["error"]
+    assert down["status"] == 503 and down["code"] == "upstream_unavailable" and str(port) in down["message"]
+    streamed = asyncio.run(anext(upstream.stream(params)))["error"]
+    assert streamed["status"] == 503
+    rejected = upstream.error(400, '{"error": {"message": "prompt too long", "code": "x"}}')["error"]
+    assert rejected == {"status": 400, "code": "upstream_rejected", "message": "prompt too long"}
+    assert upstream.error(500, "boom")["error"]["status"] == 502
+
+
 def test_base64_encoding_is_little_endian_float32() -> None:
     vector = [0.5, -1.25, 3.0]
     raw = base64.b64decode(float32_base64(vector))
@@ -208,10 +258,15 @@ def test_app_args_are_strict_and_local_args_use_verified_models(isolated_setting
     with pytest.raises(ValueError):
         AppArgs.model_validate({"embedding_model_path": "/m.gguf", "api_key": "sk-should-never-be-an-arg"})
     args = local_app_args(isolated_settings)
-    assert Path(args["embedding_model_path"]).is_file() and Path(args["chat_model_path"]).is_file()
+    assert Path(args["embedding_model_path"]).is_file() and "chat_model_path" not in args
     assert args["embedding_model_name"] == isolated_settings.served_embedding_model
-    assert "key" not in " ".join(str(v) for k, v in args.items() if k != "api_key_env").lower()
-    assert ray_cpus(args) == 3  # two 1-CPU Embedder replicas at most, plus the 1-CPU chat model
+    assert args["chat_upstream_url"] == isolated_settings.model_server_url  # the chat model is loaded once
+    assert args["chat_model_name"] == isolated_settings.served_chat_model
+    assert "key" not in " ".join(str(v) for k, v in args.items() if not k.endswith("key_env")).lower()
+    assert ray_cpus(args) == 2  # two 1-CPU Embedder replicas at most; no chat replica locally
+    assert ray_cpus({**args, "chat_model_path": "/m.gguf", "chat_cpus": 1}) == 3
+    with pytest.raises(ValueError, match="not both"):
+        AppArgs.model_validate({**args, "chat_model_path": "/m.gguf"})
 
 
 def test_ray_temp_dir_fits_unix_socket_paths(tmp_path: Path) -> None:
@@ -351,7 +406,10 @@ def test_app_builder_binds_three_deployments_without_a_cluster(isolated_settings
 
     from services.ray_app.app import app_builder
 
-    args = local_app_args(isolated_settings)
+    local = local_app_args(isolated_settings)
+    assert list(built_deployments(app_builder(local))) == ["Embedder", "OpenAIIngress"]  # chat: forwarded
+    # with a chat model file (as the RayService on EKS has), the ChatModel deployment is there
+    args = {**local, "chat_upstream_url": None, "chat_model_path": CHAT_PATH, "chat_cpus": 1}
     built = built_deployments(app_builder(args))
     assert list(built) == ["Embedder", "ChatModel", "OpenAIIngress"]
     configs = {name: deployment_config(d) for name, d in built.items()}
@@ -365,7 +423,7 @@ def test_app_builder_binds_three_deployments_without_a_cluster(isolated_settings
     assert configs["OpenAIIngress"] == {"name": "OpenAIIngress", "max_ongoing_requests": 256,
                                         "ray_actor_options": {"num_cpus": 0}}
     # batching: the Embedder's bound arguments set @serve.batch's size and wait at start-up
-    assert built["Embedder"].init_args == (args["embedding_model_path"], 512, 32, 0.01)
+    assert built["Embedder"].init_args == (args["embedding_model_path"], 512, 32, 0.0)  # no wait (issue 13)
     assert built["ChatModel"].init_args == (args["chat_model_path"], 2048)
     embedder, chat, ingress_args = built["OpenAIIngress"].init_args
     assert isinstance(embedder, DeploymentHandle) and embedder.deployment_name == "Embedder"

@@ -1,18 +1,28 @@
-"""`make bench`: measure the figures the issues name, each beside its baseline from the same run."""
+"""`make bench`: measure the figures the issues name, each beside its baseline from the same run.
+
+    .venv/bin/python tools/bench.py                      # every bench (make bench)
+    .venv/bin/python tools/bench.py --only stack-up gateway
+
+Every bench runs in ONE isolated stack (a state folder and ports of its own, so a learner's running workshop is
+never disturbed); a bench run alone isolates itself the same way (isolated_stack). At the end that stack is
+stopped and the process table is checked: the last row says how many of its processes are left (0 expected).
+"""
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMINGS = ROOT / "build" / "timings.jsonl"
 PROMPT = [{"role": "user", "content": "Explain in detail how a Kubernetes scheduler places a pod on a node."}]
 MAX_TOKENS = 96
 ROUNDS = 3
@@ -21,6 +31,9 @@ ROUNDS = 3
 def row(figure: str, value: str, target: str, ok: bool | None) -> dict[str, object]:
     """One line of the report."""
     return {"figure": figure, "value": value, "target": target, "ok": ok}
+
+
+ISOLATED = "WORKSHOP_BENCH_ISOLATED"  # set while a bench stack is isolated: a bench inside another reuses it
 
 
 def isolated_env() -> dict[str, str]:
@@ -40,6 +53,50 @@ def isolated_env() -> dict[str, str]:
         if field.endswith("_port"):
             env[f"WORKSHOP_{field.upper()}"] = str(free())
     return env
+
+
+@contextmanager
+def isolated_stack() -> Iterator[object]:
+    """Own state folder and ports while the block runs; then stop everything started in it and restore the settings.
+
+    Nested (a chapter bench run by this file): the outer stack is reused, and only the outermost block stops it.
+    Yields the Settings of the isolated stack.
+    """
+    sys.path.insert(0, str(ROOT))
+    from helpers import config
+    from helpers.local import stack
+
+    if os.environ.get(ISOLATED):
+        yield config.get_settings()
+        return
+    saved = dict(os.environ)
+    os.environ.update(isolated_env())
+    os.environ[ISOLATED] = "1"
+    settings = config.reload_settings()
+    try:
+        yield settings
+    finally:
+        try:
+            stack.down()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+            config.reload_settings()
+            if not leftover_processes(settings.state_dir):
+                shutil.rmtree(settings.state_dir, ignore_errors=True)
+
+
+def leftover_processes(state_dir: Path) -> list[str]:
+    """Processes of the stack in this state folder that are still running (by the stack's marker variable)."""
+    from helpers.local import records
+
+    found = []
+    for proc in records.marked_processes(state_dir, None):
+        try:
+            found.append(f"pid {proc.pid} {' '.join(proc.cmdline())[:80]}")
+        except Exception:  # noqa: BLE001  (gone meanwhile)
+            continue
+    return found
 
 
 def bench_stack_up() -> dict[str, object]:
@@ -103,60 +160,55 @@ def bench_warm_setup() -> dict[str, object]:
     return row("warm `make setup` (second run)", f"{took:.1f} s", "<= 120 s", took <= 120)
 
 
-def recorded_workshop_runs() -> list[dict[str, object]]:
-    """The last fresh `make workshop` run recorded on this machine, if any."""
-    if not TIMINGS.exists():
-        return [row("fresh `make workshop` (setup incl. model build)", "not recorded on this machine yet",
-                    "<= 900 s", None)]
-    runs = [json.loads(line) for line in TIMINGS.read_text().splitlines() if line.strip()]
-    last = runs[-1]
-    return [row("last `make workshop`: set-up part", f"{last['setup_s']} s", "<= 900 s fresh / <= 120 s warm", None),
-            row("last `make workshop`: total", f"{last['total_s']} s", "notebooks <= 600 s (issue 7)", None)]
+# Every figure, in run order: name -> (module in tools/, function returning a row or rows). The memory and restart
+# figures come after the agent's, when the whole stack is up and has served.
+BENCHES: dict[str, tuple[str, str]] = {
+    "stack-up": ("bench", "bench_stack_up"),
+    "chat-ratio": ("bench", "bench_chat_ratio"),
+    "chat-bandwidth": ("bench_models", "bench_chat_bandwidth"),
+    "embeddings": ("bench_ray", "bench_embeddings_ratio"),
+    "batching": ("bench_ray", "bench_batching_demo"),
+    "gateway": ("bench_gateway", "bench_gateway"),
+    "knowledge": ("bench_knowledge", "bench_ingest"),
+    "agent": ("bench_agent", "bench_agent"),
+    "memory": ("bench_stack", "bench_memory"),
+    "restarts": ("bench_stack", "bench_restarts"),
+    "serving": ("bench_serving", "bench_serving"),
+    "workshop": ("bench_workshop", "bench_workshop"),
+}
 
 
-# Each chapter's figures live beside their topic: (module in tools/, function returning a row or rows).
-CHAPTER_BENCHES: list[tuple[str, str]] = [
-    ("bench_models", "bench_chat_bandwidth"),
-    ("bench_ray", "bench_embeddings_ratio"),
-    ("bench_gateway", "bench_gateway"),
-    ("bench_knowledge", "bench_ingest"),
-    ("bench_agent", "bench_agent"),
-    ("bench_serving", "bench_serving"),
-    ("bench_workshop", "bench_workshop"),
-]
-
-
-def chapter_rows() -> list[dict[str, object]]:
-    """Rows from every chapter bench present in tools/."""
+def run_benches(names: list[str]) -> list[dict[str, object]]:
+    """Rows of the named benches (each module present in tools/), in the table's order."""
     import importlib
 
     rows: list[dict[str, object]] = []
-    for module, func in CHAPTER_BENCHES:
-        if not (ROOT / "tools" / f"{module}.py").exists():
+    for name, (module, func) in BENCHES.items():
+        if name not in names or not (ROOT / "tools" / f"{module}.py").exists():
             continue
         result = getattr(importlib.import_module(module), func)()
         rows.extend(result if isinstance(result, list) else [result])
     return rows
 
 
-def main() -> int:
-    """Run every bench in an isolated stack and print the report."""
-    os.environ.update(isolated_env())
+def main(argv: list[str] | None = None) -> int:
+    """Run the benches in one isolated stack, stop it, check that nothing of it is left, print the report."""
+    parser = argparse.ArgumentParser(prog="tools/bench.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--only", nargs="+", choices=list(BENCHES), help="run only these benches")
+    args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "tools"))
-    from helpers.local import stack
-
-    rows = []
-    try:
-        rows.append(bench_stack_up())
-        rows.append(bench_chat_ratio())
-        rows.extend(chapter_rows())
-    finally:
-        stack.down()
-    rows.append(bench_warm_setup())
-    rows.extend(recorded_workshop_runs())
+    names = args.only or list(BENCHES)
+    with isolated_stack() as settings:
+        state_dir = settings.state_dir
+        rows = run_benches(names)
+    left = leftover_processes(state_dir)
+    rows.append(row("processes of the bench's stack left after it", f"{len(left)}" + (f": {left[:3]}" if left else ""),
+                    "0", not left))
+    if not args.only:
+        rows.append(bench_warm_setup())  # `make workshop` / `make test` timings: bench_workshop
     print_rows(rows)
-    return 0
+    return 0 if not left else 1
 
 
 def print_rows(rows: list[dict[str, object]]) -> None:

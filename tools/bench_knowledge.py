@@ -18,7 +18,6 @@ answer repeated texts and overstate ingestion throughput.
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-from bench import isolated_env, row  # noqa: E402  (one report format, one way to isolate ports)
+from bench import isolated_stack, row  # noqa: E402  (one report format, one way to isolate a stack)
 
 ROUNDS = 2
 RATIO_TARGET = 0.7
@@ -93,14 +92,8 @@ def bench_ingest() -> list[dict[str, object]]:
 
 def main() -> int:
     """Run the knowledge bench in an isolated stack and print its rows."""
-    os.environ.update(isolated_env())
-    sys.path.insert(0, str(ROOT))
-    from helpers.local import stack
-
-    try:
+    with isolated_stack():
         rows = bench_ingest()
-    finally:
-        stack.down()
     for r in rows:
         verdict = {True: "ok", False: "MISSED", None: "info"}[r["ok"]]
         print(f"{r['figure']:38}  {r['value']:52}  {r['target']:8}  {verdict}")

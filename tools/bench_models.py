@@ -9,7 +9,6 @@ of weights per token from the GGUF file, and prints decode tok/s / bound tok/s a
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -53,15 +52,10 @@ def bench_chat_bandwidth() -> dict[str, object]:
 
 def main() -> int:
     """Run the bench alone, in an isolated stack, and print its row."""
-    from bench import isolated_env
+    from bench import isolated_stack
 
-    os.environ.update(isolated_env())
-    from helpers.local import stack
-
-    try:
+    with isolated_stack():
         result = bench_chat_bandwidth()
-    finally:
-        stack.down()
     print(f"{result['figure']}: {result['value']}  (target: {result['target']})")
     return 0
 

@@ -10,7 +10,6 @@ as helpers.layers.vllm.benchmark.ASSUMED_LOCAL_INSTANCE; saves the JSON result u
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -65,16 +64,10 @@ def bench_serving(settings=None) -> list[dict[str, object]]:  # noqa: ANN001  (S
 
 def main() -> int:
     """Run the bench alone, in an isolated stack, and print its rows."""
-    from bench import isolated_env, print_rows
+    from bench import isolated_stack, print_rows
 
-    os.environ.update(isolated_env())
-    from helpers import config
-    from helpers.local import stack
-
-    try:
-        rows = bench_serving(config.reload_settings())
-    finally:
-        stack.down()
+    with isolated_stack() as settings:
+        rows = bench_serving(settings)
     print_rows(rows)
     return 0
 

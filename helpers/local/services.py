@@ -34,6 +34,7 @@ class Service:
     url_path: str = "/v1"
     env: Callable[[Settings], dict[str, str]] | None = None  # extra environment variables (secrets travel here)
     health_check: Callable[[Settings], bool] | None = None  # instead of an HTTP GET on health_path
+    warm_up: Callable[[Settings], list[str]] | None = None  # run once healthy, before callers see it (problems)
     scheme: str = "http"  # how clients address it (shown in status)
 
     def port(self, settings: Settings) -> int:
@@ -66,9 +67,10 @@ SERVICES: dict[str, Service] = {
             auth_setting="model_server_api_key",
             start_timeout=90,
         ),
-        Service(
+        Service(  # not part of the platform (it embeds through the gateway -> Ray Serve): a fast, direct
+            # embedding endpoint for the tests and benches that measure ingestion (starts in ~1 s; Ray takes ~1 min)
             name="embedding-server",
-            description="llama.cpp OpenAI-compatible server, embedding model",
+            description="llama.cpp server, embedding model (tests and benches only; the platform uses Ray Serve)",
             command=servers.embedding_server_command,
             port_setting="embedding_server_port",
             health_path="/v1/models",
@@ -77,14 +79,15 @@ SERVICES: dict[str, Service] = {
         ),
         Service(
             name="ray-serve",
-            description="Ray Serve app (embeddings + chat from llama.cpp) under a loopback-only local Ray",
+            description="Ray Serve app (embeddings; chat forwarded to model-server) under a loopback-only local Ray",
             command=ray_local.launch_command,
+            requires=("model-server",),  # the app's chat route forwards there (no second chat model in Ray)
             env=tracing.server_environment,  # spans for requests that carry a traceparent (chapter 05)
             port_setting="serve_port",
             health_path="/health",
             auth_setting="serve_api_key",
             url_path="/v1",
-            start_timeout=300,  # Ray + three deployments: ~1 min on 2 idle cores; a busy machine may retry Ray
+            start_timeout=300,  # Ray + two deployments: ~30 s on 2 idle cores; a busy machine may retry Ray
         ),
         Service(
             name="redis",
@@ -104,6 +107,7 @@ SERVICES: dict[str, Service] = {
             env=gateway_local.gateway_environment,
             port_setting="gateway_port",
             health_path="/health/liveliness",
+            warm_up=gateway_local.warm_up,  # LiteLLM's first request costs ~100 ms more: paid here, not by a learner
             # chat: the llama.cpp server; embeddings: the Ray Serve app (as on EKS); Redis only where the
             # machine has redis-server (otherwise the gateway uses its in-memory cache)
             requires=("model-server", "ray-serve") + (("redis",) if shutil.which("redis-server") else ()),
@@ -152,4 +156,4 @@ SERVICES: dict[str, Service] = {
     )
 }
 
-DEFAULT_SERVICES: tuple[str, ...] = ("model-server", "embedding-server")
+DEFAULT_SERVICES: tuple[str, ...] = ("model-server",)  # `make up`; each notebook's set-up starts what it needs

@@ -6,6 +6,10 @@ One application, three deployments:
                                ├─▶ Embedder   (@serve.batch: texts from many requests, one llama.cpp call)
                                └─▶ ChatModel  (llama.cpp chat completions, optional streaming)
 
+On a laptop the chat route has no ChatModel replica: `chat_upstream_url` points it at the llama.cpp server the
+local stack already runs (the chat model would otherwise sit in memory twice), and the ingress forwards chat
+requests there (ChatUpstream). On EKS the RayService keeps its own small ChatModel.
+
 The same `app_builder(args)` runs under `serve.run` on a laptop (services.ray_app.local_launcher) and as the
 `import_path` of a KubeRay RayService (manifests/03-ray-serve/). Everything the app needs arrives in `args`
 (model paths, served names, limits) or in the environment (the API key, by the name in
@@ -42,7 +46,7 @@ warnings.filterwarnings("ignore", message="IProgress not found", category=Warnin
 
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.responses import JSONResponse, StreamingResponse  # noqa: E402
-from pydantic import BaseModel, ConfigDict, Field, ValidationError  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator  # noqa: E402
 from ray import serve  # noqa: E402
 from ray.serve.handle import DeploymentHandle  # noqa: E402
 
@@ -73,17 +77,32 @@ class AppArgs(BaseModel):
     embedding_model_path: str = Field(description="GGUF file of the embedding model")
     embedding_model_name: str = Field("embedding", description="name clients ask for (OpenAI `model`)")
     embedding_context: int = Field(512, ge=8, description="tokens per input the embedding model accepts")
-    chat_model_path: str | None = Field(None, description="GGUF file of the chat model; None: no chat route")
+    chat_model_path: str | None = Field(None, description="GGUF file of the chat model (a ChatModel replica)")
     chat_model_name: str = "chat"
+    chat_upstream_url: str | None = Field(None, description="instead of a ChatModel replica: an OpenAI-compatible "
+                                          "server (base URL, .../v1) the chat route forwards to; neither: no chat")
+    chat_upstream_model: str | None = Field(None, description="the model name to ask the upstream for "
+                                            "(default: chat_model_name)")
+    chat_upstream_key_env: str | None = Field(None, description="environment variable holding the upstream's key")
+    chat_model_aliases: list[str] = Field(default_factory=list, description="other names the chat route accepts "
+                                          "(a model's former name while clients move; answers carry the real one)")
     chat_context: int = Field(2048, ge=64)
     api_key_env: str = Field(API_KEY_ENV, description="environment variable that holds the bearer key")
     max_inputs: int = Field(256, ge=1, description="texts per embeddings request")
     max_input_chars: int = Field(8192, ge=1, description="characters per text, checked before tokenizing")
     max_batch_size: int = Field(32, ge=1, description="texts per llama.cpp call (@serve.batch)")
-    batch_wait_timeout_s: float = Field(0.01, ge=0, description="how long a batch waits to fill up")
+    batch_wait_timeout_s: float = Field(0.0, ge=0, description="how long a batch waits to fill up (0: it takes "
+                                        "what is queued when the model is free; batches still merge under load)")
     embedding_cpus: float = Field(1, gt=0, description="CPUs per Embedder replica = its llama.cpp threads")
     chat_cpus: float = Field(1, gt=0, description="CPUs per ChatModel replica = its llama.cpp threads")
     embedding_autoscaling: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_EMBEDDING_AUTOSCALING))
+
+    @model_validator(mode="after")
+    def one_chat_source(self) -> "AppArgs":
+        """A chat route comes from a ChatModel replica or from an upstream server, not both."""
+        if self.chat_model_path and self.chat_upstream_url:
+            raise ValueError("give chat_model_path (a ChatModel replica) or chat_upstream_url (forward), not both")
+        return self
 
 
 class OpenAIError(Exception):
@@ -215,7 +234,7 @@ class Embedder:
     def _embed_texts(self, texts: list[str], counts: list[int]) -> list[list[float]]:
         return embed_grouped(self.llm, texts, counts)
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01, batch_size_fn=lambda items: sum(map(len, items)))
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0, batch_size_fn=lambda items: sum(map(len, items)))
     async def embed(self, requests: list[list[str]]) -> list[dict[str, Any]]:
         """Embed the texts of several requests in one llama.cpp call; one result (or error) per request."""
         self.batches += 1
@@ -297,6 +316,71 @@ class ChatModel:
                     yield err
                     return
                 raise
+
+
+class ChatUpstream:
+    """The chat route without a model of its own: forwards to an OpenAI-compatible server (locally: llama.cpp's).
+
+    Not a deployment: the ingress calls it directly, so no replica process and no second copy of a model exist.
+    Answers have the same shapes as ChatModel's: a chat.completion dict, chunks, or {"error": ...}.
+    """
+
+    def __init__(self, base_url: str, model: str, key_env: str | None, timeout: float = 600.0) -> None:
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        key = os.environ.get(key_env, "") if key_env else ""
+        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.timeout = timeout
+        self._client: Any = None
+
+    def client(self) -> Any:
+        """One pooled HTTP client per ingress replica (httpx is imported only where this route is used)."""
+        import httpx
+
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout)
+        return self._client
+
+    def error(self, status: int, detail: str) -> dict[str, Any]:
+        """An upstream failure as the ingress raises it: 4xx passed on, anything else a 502/503 naming the upstream."""
+        try:
+            body = json.loads(detail)
+            message = (body.get("error") or {}).get("message") or body.get("detail") or detail
+        except (ValueError, AttributeError):
+            message = detail
+        if 400 <= status < 500:
+            return {"error": {"status": status, "code": "upstream_rejected", "message": str(message)[:500]}}
+        code = 503 if status == 0 else 502
+        return {"error": {"status": code, "code": "upstream_unavailable",
+                          "message": f"The chat model server at {self.url} failed: {str(message)[:300]}. Is it "
+                                     "running? Locally: `python -m helpers.local.stack status`."}}
+
+    async def complete(self, params: dict[str, Any]) -> dict[str, Any]:
+        """One non-streaming completion from the upstream."""
+        import httpx
+
+        try:
+            reply = await self.client().post(self.url, json={**params, "model": self.model},
+                                             headers={**self.headers, **trace_headers()})
+        except httpx.HTTPError as exc:
+            return self.error(0, f"{type(exc).__name__}: {exc}")
+        return reply.json() if reply.status_code == 200 else self.error(reply.status_code, reply.text)
+
+    async def stream(self, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Streaming completion from the upstream: its chunks, parsed (or one {"error": ...})."""
+        import httpx
+
+        try:
+            async with self.client().stream("POST", self.url, json={**params, "model": self.model, "stream": True},
+                                            headers={**self.headers, **trace_headers()}) as reply:
+                if reply.status_code != 200:
+                    yield self.error(reply.status_code, (await reply.aread()).decode(errors="replace"))
+                    return
+                async for line in reply.aiter_lines():
+                    if line.startswith("data: ") and line.strip() != "data: [DONE]":
+                        yield json.loads(line[len("data: "):])
+        except httpx.HTTPError as exc:
+            yield self.error(0, f"{type(exc).__name__}: {exc}")
 
 
 # ---------------------------------------------------------------- requests
@@ -428,6 +512,17 @@ def annotate(**attributes: Any) -> None:
             span.set_attribute(key.replace("__", "."), value)
 
 
+def trace_headers() -> dict[str, str]:
+    """The current span's `traceparent`, for a call to another server (empty when tracing is off)."""
+    if replica_tracer() is None:
+        return {}
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier)
+    return carrier
+
+
 # ---------------------------------------------------------------- the ingress
 
 api = FastAPI(title="llm-eks-workshop Ray Serve: OpenAI-compatible embeddings and chat",
@@ -474,6 +569,11 @@ class OpenAIIngress:
         self._key = key.encode()
         self.embedder = embedder
         self.chat = chat
+        self.upstream = None
+        if self.args.chat_upstream_url:
+            self.upstream = ChatUpstream(self.args.chat_upstream_url,
+                                         self.args.chat_upstream_model or self.args.chat_model_name,
+                                         self.args.chat_upstream_key_env)
         self.created = int(time.time())
         self.in_flight = {"embeddings": 0, "chat": 0}
         self.batches: OrderedDict[str, tuple[int, int]] = OrderedDict()  # batch id -> (texts, requests)
@@ -561,7 +661,8 @@ class OpenAIIngress:
     async def models(self, request: Request) -> dict[str, Any]:
         """The served model names."""
         self.authorize(request)
-        names = [self.args.embedding_model_name] + ([self.args.chat_model_name] if self.chat is not None else [])
+        chat = [self.args.chat_model_name] if self.chat is not None or self.upstream is not None else []
+        names = [self.args.embedding_model_name] + chat
         return {"object": "list", "data": [self.model_card(n) for n in names]}
 
     @api.get("/stats")
@@ -630,8 +731,9 @@ class OpenAIIngress:
         """OpenAI chat completions (non-streaming, or server-sent events with stream=true)."""
         self.authorize(request)
         body = parse_body(await self.read_body(request), ChatRequest)
-        if self.chat is None or body.model != self.args.chat_model_name:
-            served = f"'{self.args.chat_model_name}'" if self.chat is not None else "no chat model"
+        has_chat = self.chat is not None or self.upstream is not None
+        if not has_chat or body.model not in (self.args.chat_model_name, *self.args.chat_model_aliases):
+            served = f"'{self.args.chat_model_name}'" if has_chat else "no chat model"
             raise OpenAIError(404, f"The model '{body.model}' does not exist here; this app serves {served}.",
                               "model_not_found")
         if not body.messages:
@@ -648,8 +750,10 @@ class OpenAIIngress:
             return StreamingResponse(self._sse(params), media_type="text/event-stream")
         self.in_flight["chat"] += 1
         try:
-            with traced("ChatModel.complete", **{"gen_ai.request.model": body.model}):
-                reply = await self.chat.complete.remote(params)
+            with traced("ChatModel.complete" if self.upstream is None else "ChatUpstream.complete",
+                        **{"gen_ai.request.model": body.model}):
+                reply = await (self.upstream.complete(params) if self.upstream is not None
+                               else self.chat.complete.remote(params))
         finally:
             self.in_flight["chat"] -= 1
         if "error" in reply:
@@ -664,7 +768,9 @@ class OpenAIIngress:
     async def _sse(self, params: dict[str, Any]) -> AsyncIterator[str]:
         self.in_flight["chat"] += 1
         try:
-            async for chunk in self.chat.options(stream=True).stream.remote(params):
+            chunks = (self.upstream.stream(params) if self.upstream is not None
+                      else self.chat.options(stream=True).stream.remote(params))
+            async for chunk in chunks:
                 if "error" in chunk:
                     yield f"data: {json.dumps(OpenAIError(**_error_args(chunk['error'])).body())}\n\n"
                     return

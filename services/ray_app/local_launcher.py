@@ -3,7 +3,8 @@
 `python -m services.ray_app.local_launcher` is the command of the stack's `ray-serve` service. It starts a
 private, single-node Ray (loopback only, dashboard off, object store capped, token auth on with a
 throw-away token, its temporary folder inside the workshop state folder), starts Serve's HTTP proxy
-on 127.0.0.1:<serve_port>, deploys services.ray_app.app's application, and then waits. On SIGTERM or
+on 127.0.0.1:<serve_port>, deploys services.ray_app.app's application, and then watches Ray's gcs_server and
+raylet: when either dies it exits, so that the stack's supervisor starts the service again. On SIGTERM or
 SIGINT it shuts Serve and Ray down and removes Ray's temporary folder, so `stack.down()` leaves no
 raylet, gcs_server or worker behind.
 """
@@ -27,11 +28,32 @@ from helpers.layers.ray.local import (
     RAY_START_ATTEMPTS,
     SERVE_LOGGING,
     SHUTDOWN_TIMEOUT_S,
+    WITHOUT_PANDAS,
     local_app_args,
     ray_cpus,
     ray_environment,
     ray_temp_dir,
 )
+
+
+CORE_CHECK_S = 2.0  # how often the launcher checks that Ray's gcs_server and raylet still run
+CORE_PROCESSES = ("gcs_server", "raylet")
+
+
+def ray_core_processes() -> list[Any]:
+    """This launcher's gcs_server and raylet (children of this process, started by ray.init)."""
+    import psutil
+
+    return [p for p in psutil.Process().children(recursive=True) if p.name() in CORE_PROCESSES]
+
+
+def _running(proc: Any) -> bool:
+    import psutil
+
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 class StopRequested(BaseException):
@@ -103,7 +125,9 @@ def main() -> int:
         print("error: settings.serve_api_key is not set (run helpers.config.ensure_secrets()).", flush=True)
         return 2
     # Ray reads its configuration (auth mode, address choice) when it is first imported: set it before.
-    os.environ.update(ray_environment(settings.serve_api_key.get_secret_value()))
+    chat_key = settings.model_server_api_key.get_secret_value() if settings.model_server_api_key else ""
+    os.environ.update(ray_environment(settings.serve_api_key.get_secret_value(), chat_key))
+    sys.path.insert(0, str(WITHOUT_PANDAS))  # this process too (the Ray processes get it from PYTHONPATH)
     from services.ray_app.app import AppArgs, app_builder
 
     args = AppArgs.model_validate(local_app_args(settings)).model_dump()
@@ -159,8 +183,12 @@ def main() -> int:
         print(f"ray-serve: app {APP_NAME!r} ready at http://{settings.host}:{settings.serve_port}/v1 "
               f"after {time.monotonic() - started:.1f} s (Ray CPUs: {ray_cpus(args)}, temp dir: {temp_dir})",
               flush=True)
-        while True:
-            time.sleep(3600)
+        core = ray_core_processes()
+        while all(_running(p) for p in core):  # Ray's own core gone: exit, so the stack restarts the service
+            time.sleep(CORE_CHECK_S)
+        print("ray-serve: Ray's gcs_server or raylet has died; exiting so that the stack restarts the service",
+              flush=True)
+        code = 1
     except StopRequested:
         clean = True
     except Exception:  # a deployment that failed to start: its traceback is the useful part of the log

@@ -44,5 +44,8 @@ def phoenix_environment(settings: Settings) -> dict[str, str]:
         "PHOENIX_TELEMETRY_ENABLED": "false",
         "PHOENIX_ALLOW_EXTERNAL_RESOURCES": "false",  # no web fonts or other downloads from the internet
         "PHOENIX_ENABLE_AUTH": "false",  # loopback only; nothing outside this machine can reach it
+        # Features the workshop does not use: Phoenix's own MCP server and its LLM-backed assistant (~17 MB).
+        "PHOENIX_ENABLE_MCP_SERVER": "false",
+        "PHOENIX_DISABLE_AGENT_ASSISTANT": "true",
         "NO_PROXY": "127.0.0.1,localhost",
     }

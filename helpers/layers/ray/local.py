@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import secrets
 import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from helpers.config import Settings, get_settings
+from helpers.config import ROOT, Settings, get_settings
 
 if TYPE_CHECKING:
     from helpers.target import Target
@@ -50,17 +51,27 @@ def ray_temp_dir(settings: Settings) -> Path:
 
 
 def ray_cpus(args: dict[str, Any]) -> int:
-    """Logical CPUs the local Ray offers: room for every Embedder replica autoscaling may start, plus chat.
+    """Logical CPUs the local Ray offers: room for every Embedder replica autoscaling may start, plus a chat replica.
 
-    Ray schedules by these logical numbers; on a 2-core laptop three 1-CPU replicas then share the cores.
-    On EKS each logical CPU is a vCPU the Ray pod requested from Kubernetes.
+    Ray schedules by these logical numbers; on a 2-core laptop the 1-CPU replicas then share the cores. On EKS
+    each logical CPU is a vCPU the Ray pod requested from Kubernetes. Locally the chat route forwards to the
+    llama.cpp server (no ChatModel replica), so only the Embedder replicas count.
     """
     embed = args["embedding_cpus"] * args["embedding_autoscaling"].get("max_replicas", 1)
     chat = args["chat_cpus"] if args.get("chat_model_path") else 0
     return max(1, math.ceil(embed + chat))
 
 
-def ray_environment(api_key: str) -> dict[str, str]:
+CHAT_UPSTREAM_KEY_ENV = "WORKSHOP_CHAT_UPSTREAM_API_KEY"  # the llama.cpp server's key, for the chat route
+WITHOUT_PANDAS = ROOT / "services" / "ray_app" / "without_pandas"  # see its pandas/__init__.py
+
+
+def ray_python_path() -> str:
+    """PYTHONPATH of the local Ray's processes: pandas kept out (Ray Serve imports it when installed; ~65 MB each)."""
+    return os.pathsep.join(p for p in (str(WITHOUT_PANDAS), os.environ.get("PYTHONPATH", "")) if p)
+
+
+def ray_environment(api_key: str, chat_upstream_key: str = "") -> dict[str, str]:
     """Environment for the local Ray and every worker it starts (inherited from this process)."""
     return {
         # Ray picks the machine's external address unless clustering is off; off means "loopback only".
@@ -78,6 +89,12 @@ def ray_environment(api_key: str) -> dict[str, str]:
         "RAY_USAGE_STATS_ENABLED": "0",  # no usage report upload attempts
         # The app reads its bearer key from here (services.ray_app.app.API_KEY_ENV).
         "WORKSHOP_SERVE_API_KEY": api_key,
+        # The chat route forwards to the llama.cpp server with that server's key (AppArgs.chat_upstream_key_env).
+        CHAT_UPSTREAM_KEY_ENV: chat_upstream_key,
+        "NO_PROXY": ",".join(p for p in (os.environ.get("NO_PROXY", ""), "127.0.0.1,localhost") if p),  # loopback
+        # Ray's dashboard agent samples every process's CPU and memory every 5 s by default; 10 s is plenty here.
+        "REPORTER_UPDATE_INTERVAL_MS": "10000",
+        "PYTHONPATH": ray_python_path(),
     }
 
 
@@ -85,23 +102,25 @@ def launch_command(settings: Settings) -> list[str]:
     """The argv of the stack's `ray-serve` service (fetches and verifies the models first)."""
     from helpers.layers.models import fetch
 
-    for name in (settings.embedding_model, settings.smoke_model):
-        fetch(name)  # fail here, with the models' own message, rather than inside Ray
+    fetch(settings.embedding_model)  # fail here, with the model's own message, rather than inside Ray
     return [sys.executable, "-m", "services.ray_app.local_launcher"]
 
 
 def local_app_args(settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
-    """Arguments for the laptop: verified model files from helpers.layers.models, the workshop's served names."""
+    """Arguments for the laptop: the verified embedding model, the workshop's served names, and the chat route
+    forwarded to the stack's llama.cpp server (the `model-server` service) instead of a second chat model in Ray."""
     from helpers.layers.models import fetch
 
     settings = settings or get_settings()
     args: dict[str, Any] = {
         "embedding_model_path": str(fetch(settings.embedding_model)),
         "embedding_model_name": settings.served_embedding_model,
-        "chat_model_path": str(fetch(settings.smoke_model)),
-        "chat_model_name": settings.smoke_model,
+        "chat_model_name": settings.served_chat_model,
+        "chat_upstream_url": settings.model_server_url,
+        "chat_upstream_key_env": CHAT_UPSTREAM_KEY_ENV,
+        # notebook 03 asked the app for the small model by its name until issue 13; remove once it asks t.chat.model
+        "chat_model_aliases": [settings.smoke_model],
         "embedding_cpus": 1,
-        "chat_cpus": 1,
         "embedding_autoscaling": dict(LOCAL_EMBEDDING_AUTOSCALING),
     }
     args.update(overrides)
