@@ -101,7 +101,10 @@ def test_render_price_and_plan_follow_the_target_not_the_environment(
         assert ("karpenter" in operators) == (flavour == "karpenter")
         k8s_refs = {s.ref for s in full.steps if s.api_version not in (teardown.HELM_API, teardown.AWS_API)}
         # every rendered object but the protected ones (auto-mode's kube-system network-policy switch)
-        assert k8s_refs == {m.ref for m in t.render_all(include_on_demand=True) if not teardown.is_protected(m.doc)}
+        release_namespaces = {f"Namespace/{e['metadata']['name']}" for e in teardown.helm_entries(t.flavour, t.settings)
+                              if e["kind"] == "Namespace" and not teardown.is_protected(e)}
+        assert k8s_refs == {m.ref for m in t.render_all(include_on_demand=True)
+                            if not teardown.is_protected(m.doc)} | release_namespaces
     else:
         assert not t.cluster and not t.aws
         with pytest.raises(TargetError):
