@@ -98,7 +98,9 @@ def test_render_price_and_plan_follow_the_target_not_the_environment(
         node_class = {"auto-mode": "NodeClass", "karpenter": "EC2NodeClass"}
         assert node_class[flavour] in kinds and node_class[OTHER_FLAVOUR[flavour]] not in kinds
         operators = {s.name for s in full.steps if s.kind == "OperatorRelease"}
-        assert ("karpenter" in operators) == (flavour == "karpenter")
+        # the karpenter flavour's own operators: the device plugin is planned; Karpenter and the AWS controllers
+        # live in kube-system, which teardown never touches (they go with the cluster)
+        assert ("nvidia-device-plugin" in operators) == (flavour == "karpenter") and "karpenter" not in operators
         k8s_refs = {s.ref for s in full.steps if s.api_version not in (teardown.HELM_API, teardown.AWS_API)}
         # every rendered object but the protected ones (auto-mode's kube-system network-policy switch)
         release_namespaces = {f"Namespace/{e['metadata']['name']}" for e in teardown.helm_entries(t.flavour, t.settings)
