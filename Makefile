@@ -5,62 +5,53 @@ SHELL := /bin/bash
 PYTHON_BASE ?= python3.11
 VENV        := .venv
 PY          := $(VENV)/bin/python
-STAMP       := $(VENV)/.installed-$(shell cat requirements/workshop.txt pyproject.toml 2>/dev/null | sha256sum | cut -c1-12)
-PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check
-REFERENCE   := .venvs/reference
-LITELLM     := .venvs/litellm
-LITELLM_STAMP := $(LITELLM)/.installed-$(shell sha256sum requirements/litellm.txt 2>/dev/null | cut -c1-12)
-PHOENIX     := .venvs/phoenix
-PHOENIX_STAMP := $(PHOENIX)/.installed-$(shell sha256sum requirements/phoenix.txt 2>/dev/null | cut -c1-12)
-TIMINGS     := build/timings.jsonl
-PIP_VERSION := 25.3
+# The environments (.venv, .venvs/*): tools/envs.py creates them with uv (pinned in requirements/tools.txt) from
+# requirements/*.txt, and leaves one alone while its stamp (.installed-<sha256 of its requirement files>) is current.
+ENVS        := $(PYTHON_BASE) tools/envs.py install
+# Each phase of `make workshop` and `make test` is timed into build/timings.jsonl (tools/timings.py; `make bench`).
+TIMED       := $(PYTHON_BASE) tools/timings.py run
+PIP_VERSION := $(shell sed -n 's/^pip==//p' requirements/tools.txt)
 
-.PHONY: help workshop setup env gateway-env phoenix-env wheelhouse models up down status lab notebooks book test test-unit \
-        test-services test-notebooks test-nbval test-book bench lock reference-env clean
+.PHONY: help workshop system-deps setup env gateway-env phoenix-env wheelhouse models up down status lab notebooks book test test-unit \
+        checkov-env check-manifests test-services test-notebooks test-nbval test-book bench lock reference-env clean eks eks-plan
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
-workshop:  ## set up everything, start the local stack, run every notebook, build the book
-	@mkdir -p build; start=$$(date +%s); \
-	$(MAKE) --no-print-directory setup && setup_done=$$(date +%s) && \
-	$(MAKE) --no-print-directory up notebooks book && end=$$(date +%s) && \
-	echo "{\"event\": \"workshop\", \"setup_s\": $$((setup_done-start)), \"total_s\": $$((end-start))}" >> $(TIMINGS) && \
-	$(PY) tools/summary.py
+workshop:  ## system packages, set-up, the local stack, every notebook, the book; ends with where the time went
+	@mkdir -p build; export WORKSHOP_TIMING_RUN=workshop-$$(date +%Y%m%dT%H%M%S)-$$$$ WORKSHOP_TIMING_KIND=workshop; \
+	$(PYTHON_BASE) tools/timings.py begin; \
+	$(TIMED) "system packages" -- $(MAKE) --no-print-directory system-deps && \
+	$(TIMED) "set-up" -- $(MAKE) --no-print-directory setup && \
+	$(TIMED) "stack up" -- $(MAKE) --no-print-directory up && \
+	$(TIMED) "notebooks" -- $(MAKE) --no-print-directory notebooks && \
+	$(TIMED) "book" -- $(MAKE) --no-print-directory book; rc=$$?; \
+	$(PYTHON_BASE) tools/timings.py finish $$rc; \
+	if [ -x $(PY) ]; then $(PY) tools/summary.py $$rc; else $(PYTHON_BASE) tools/summary.py $$rc; fi; exit $$rc
 
-setup: env gateway-env phoenix-env models  ## environments + verified models (idempotent)
+system-deps:  ## redis-server and chromium (and a compiler + cmake until the wheel is built): installed, or the line that does
+	@$(PYTHON_BASE) tools/system_deps.py
+
+setup:  ## the environments (uv) and the verified models; llama-cpp-python builds alongside when not cached (idempotent)
+	@$(ENVS) workshop litellm phoenix --models
 
 wheelhouse:  ## build llama-cpp-python once, portably (no -march=native), into the user cache
 	@$(PYTHON_BASE) tools/wheelhouse.py
 
-$(STAMP): requirements/workshop.txt pyproject.toml
-	@$(PYTHON_BASE) tools/wheelhouse.py
-	@test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
-	@$(PIP_INSTALL) pip==$(PIP_VERSION)
-	@echo "env: installing the pinned set from requirements/workshop.txt into $(VENV)"
-	@$(PIP_INSTALL) --only-binary=llama-cpp-python --find-links build/wheelhouse -r requirements/workshop.txt
-	@$(PIP_INSTALL) --no-deps --no-build-isolation -e .
-	@rm -f $(VENV)/.installed-*; touch $@
+env:  ## the pinned Python environment in .venv (llama-cpp-python from the wheelhouse)
+	@$(ENVS) workshop
 
-env: $(STAMP)  ## the pinned Python environment in .venv
+gateway-env:  ## the LiteLLM proxy's own environment (its deps conflict with strands-agents)
+	@$(ENVS) litellm
 
-$(LITELLM_STAMP): requirements/litellm.txt
-	@test -x $(LITELLM)/bin/python || $(PYTHON_BASE) -m venv $(LITELLM)
-	@echo "env: installing the LiteLLM proxy's own pinned set (requirements/litellm.txt) into $(LITELLM)"
-	@$(LITELLM)/bin/pip install --quiet --disable-pip-version-check pip==$(PIP_VERSION)
-	@$(LITELLM)/bin/pip install --quiet --disable-pip-version-check -r requirements/litellm.txt
-	@rm -f $(LITELLM)/.installed-*; touch $@
+phoenix-env:  ## Arize Phoenix's own environment (notebook 05's local trace store)
+	@$(ENVS) phoenix
 
-gateway-env: $(LITELLM_STAMP)  ## the LiteLLM proxy's own environment (its deps conflict with strands-agents)
+checkov-env:  ## checkov's own environment (its large dependency set stays out of .venv; tests/test_checkov.py)
+	@$(ENVS) checkov
 
-$(PHOENIX_STAMP): requirements/phoenix.txt
-	@test -x $(PHOENIX)/bin/python || $(PYTHON_BASE) -m venv $(PHOENIX)
-	@echo "env: installing Arize Phoenix's own pinned set (requirements/phoenix.txt) into $(PHOENIX)"
-	@$(PHOENIX)/bin/pip install --quiet --disable-pip-version-check pip==$(PIP_VERSION)
-	@$(PHOENIX)/bin/pip install --quiet --disable-pip-version-check -r requirements/phoenix.txt
-	@rm -f $(PHOENIX)/.installed-*; touch $@
-
-phoenix-env: $(PHOENIX_STAMP)  ## Arize Phoenix's own environment (notebook 05's local trace store)
+check-manifests: env  ## every offline check of the rendered manifests, both flavours (schema, policy, Karpenter, CEL, prerequisites)
+	@$(PY) -m helpers.infra.manifests check
 
 models: env  ## fetch or assemble the models and verify their checksums
 	@$(PY) -m helpers.layers.models fetch
@@ -68,11 +59,11 @@ models: env  ## fetch or assemble the models and verify their checksums
 up: env models  ## start the local stack and wait until healthy
 	@$(PY) -m helpers.local.stack up
 
-down:  ## stop the local stack; leaves no process behind
+down:  ## stop the local stack (its supervisor first); leaves no process behind
 	@if [ -x $(PY) ]; then $(PY) -m helpers.local.stack down; else echo "nothing to stop (no environment)"; fi
 
-status: env  ## show the local services, their state and URLs
-	@$(PY) -m helpers.local.stack status
+status: env  ## show the local services: state, URL, restarts, and the memory of each and of the whole stack
+	@$(PY) -m helpers.local.stack status --memory
 
 lab: env  ## open JupyterLab on the notebooks (loopback only)
 	@$(VENV)/bin/jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks
@@ -83,32 +74,50 @@ notebooks: env  ## execute every notebook in order (TARGET=local) into build/exe
 book: env  ## build the Jupyter Book from the executed notebooks into build/book/
 	@$(PY) tools/build_book.py
 
-test: setup reference-env  ## the whole suite: unit, services, notebooks under papermill, nbval, book + browser check
-	@$(MAKE) --no-print-directory test-unit test-services test-notebooks test-nbval book test-book; rc=$$?; \
-	$(PY) -m helpers.local.stack down >/dev/null; exit $$rc
+test:  ## the whole suite, each phase timed: unit, services, each notebook once per target (local checked as nbval would), book + browser
+	@mkdir -p build; export WORKSHOP_TIMING_RUN=test-$$(date +%Y%m%dT%H%M%S)-$$$$ WORKSHOP_TIMING_KIND=test; \
+	$(PYTHON_BASE) tools/timings.py begin; \
+	$(TIMED) "system packages" -- $(MAKE) --no-print-directory system-deps && \
+	$(TIMED) "set-up" -- $(ENVS) workshop litellm phoenix reference checkov --models && \
+	$(TIMED) "helm" -- $(MAKE) --no-print-directory helm && \
+	$(TIMED) "manifest checks" -- $(MAKE) --no-print-directory check-manifests && \
+	$(TIMED) "unit tests" -- $(MAKE) --no-print-directory test-unit && \
+	$(TIMED) "service tests" -- $(MAKE) --no-print-directory test-services && \
+	$(TIMED) "notebooks (local + eks)" -- $(MAKE) --no-print-directory test-notebooks && \
+	$(TIMED) "book" -- $(MAKE) --no-print-directory book && \
+	$(TIMED) "book in Chromium" -- $(MAKE) --no-print-directory test-book; rc=$$?; \
+	if [ -x $(PY) ]; then $(PY) -m helpers.local.stack down >/dev/null; fi; \
+	$(PYTHON_BASE) tools/timings.py finish $$rc; $(PYTHON_BASE) tools/timings.py show; exit $$rc
+
+helm: env  ## helm v4 + kubectl (x86_64 Linux, sha256-pinned) into .venvs/bin for the chart tests; elsewhere they skip
+	@$(PY) tools/helm.py .venvs/bin
 
 test-unit: env  ## the unit tests: no service is started (a test that starts one fails unless marked `services`)
-	@$(PY) -m pytest tests -m "not notebooks and not book and not services" -q
+	@$(PY) -m pytest tests -m "not notebooks and not book and not services" -q --durations=15
 
 test-services: env  ## the tests that start local services (model servers, Ray, the gateway, MCP servers; slow)
-	@$(PY) -m pytest tests -m services -q
+	@$(PY) -m pytest tests -m services -q --durations=15
 
-test-notebooks: env
-	@$(PY) -m pytest tests -m notebooks -q
+test-notebooks: env  ## each notebook once per target: local (its outputs checked as nbval checks them), then eks without a cluster
+	@$(PY) -m pytest tests -m notebooks -q --durations=25
 
 test-book: env  ## the built book in headless Chromium: pages render, no broken internal link, screenshot
 	@$(PY) -m pytest tests -m book -q
 
-test-nbval: env
+test-nbval: env  ## nbval on its own (re-executes every notebook); `make test` checks the same within its single run
 	@$(PY) -m pytest --nbval notebooks --nbval-sanitize-with tests/sanitize.cfg -p no:cacheprovider -q
 
-bench: setup  ## measure the figures the issues name (ratios against a baseline in the same run)
+eks-plan: env  ## offline: render and check every chapter for FLAVOUR, print the ordered plan and the cost per hour
+	@$(PY) tools/eks.py plan $(if $(FLAVOUR),--flavour $(FLAVOUR))
+
+eks: env  ## notebooks 01-10 with TARGET=eks against your kubeconfig/AWS profile; billable switches off unless BILLABLE="..."
+	@$(PY) tools/eks.py run $(if $(FLAVOUR),--flavour $(FLAVOUR)) $(if $(BILLABLE),--billable $(BILLABLE))
+
+bench: setup  ## measure the figures the issues name (in an isolated stack it stops after; nothing is left running)
 	@$(PY) tools/bench.py
 
 reference-env:  ## sentence-transformers (CPU torch) for the embedding parity test
-	@test -f $(REFERENCE)/.installed || ( $(PYTHON_BASE) -m venv $(REFERENCE) && \
-	  $(REFERENCE)/bin/pip install --quiet pip==$(PIP_VERSION) && $(REFERENCE)/bin/pip install --quiet --disable-pip-version-check -r requirements/reference.txt && \
-	  touch $(REFERENCE)/.installed )
+	@$(ENVS) reference
 
 lock:  ## re-resolve requirements/workshop.in into requirements/workshop.txt and environment.yml
 	@rm -rf build/lock-venv && $(PYTHON_BASE) tools/wheelhouse.py && $(PYTHON_BASE) -m venv build/lock-venv && \

@@ -1,4 +1,8 @@
-"""Every notebook follows the conventions, is committed sanitized, and executes cold under papermill."""
+"""Every notebook follows the conventions, is committed sanitized, and executes cold under papermill.
+
+The local run is also the regression check: each code cell's fresh outputs are compared with the committed ones by
+nbval's own comparison (tools/compare_outputs.py, tests/sanitize.cfg), so each notebook executes once per target.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
+import compare_outputs  # noqa: E402
 import run_notebooks  # noqa: E402
 import sanitize_notebooks  # noqa: E402
 
@@ -49,6 +54,16 @@ def test_notebook_conventions(path: Path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_outputs_are_checked_as_nbval_would(path: Path):
+    """The single-run check equals nbval's only where cells neither clear nor update their outputs (nbval ignores
+    those messages, papermill applies them) and none is skipped (nbval would not run it; papermill does)."""
+    nb = nbformat.read(path, as_version=4)
+    assert compare_outputs.frontend_calls(nb) == [], "a cell clears or updates its output (clear_output/display_id)"
+    skipped = [i for i, c in enumerate(compare_outputs.code_cells(nb)) if compare_outputs.cell_options(c)["skip"]]
+    assert skipped == [], f"code cells {skipped} carry nbval-skip / NBVAL_SKIP: papermill would still run them"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_committed_notebook_is_executed_and_sanitized(path: Path):
     assert sanitize_notebooks.problems(path) == []
     nb = nbformat.read(path, as_version=4)
@@ -60,10 +75,18 @@ def test_committed_notebook_is_executed_and_sanitized(path: Path):
 
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
-def test_notebook_executes_cold_locally(path: Path):
+def test_notebook_executes_cold_locally_with_the_committed_outputs(path: Path, request: pytest.FixtureRequest):
+    """One papermill run per notebook (the book is built from it), checked cell by cell against the committed
+    outputs the way `pytest --nbval --nbval-sanitize-with tests/sanitize.cfg` checks them."""
     out = run_notebooks.execute(path, ROOT / "build" / "executed", target="local")
     nb = nbformat.read(out, as_version=4)
     assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    differ = compare_outputs.compare(nb, nbformat.read(path, as_version=4), config=request.config)
+    assert not differ, (
+        f"{len(differ)} cell(s) of {path.name} differ from the committed outputs (nbval's comparison, "
+        "tests/sanitize.cfg):\n\n" + "\n\n".join(map(str, differ))
+        + "\n\nIf the change is intended: make notebooks && .venv/bin/python tools/sanitize_notebooks.py refresh"
+    )
 
 
 @pytest.mark.notebooks

@@ -33,3 +33,14 @@ def test_direct_dependencies_are_in_the_lock():
         if name:
             base = pins.normalise(name.split("[")[0].split("<")[0].split(">")[0].split("=")[0])
             assert base in lock, f"{base} is a direct dependency but is not pinned in requirements/workshop.txt"
+
+
+def test_the_installers_are_pinned_in_one_place():
+    """uv, and the pip and setuptools every environment is seeded with, are pinned in requirements/tools.txt only."""
+    import re
+
+    tools = pins.parse_pins((ROOT / "requirements" / "tools.txt").read_text().splitlines())
+    assert set(tools) == {"uv", "pip", "setuptools"}
+    makefile = (ROOT / "Makefile").read_text()
+    assert not re.search(r"\b(pip|uv|setuptools)==\d", makefile), "the Makefile takes versions from tools.txt"
+    assert "requirements/tools.txt" in makefile

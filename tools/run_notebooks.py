@@ -12,6 +12,9 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
+sys.path.insert(0, str(ROOT / "tools"))
+
+import timings  # noqa: E402 - tools/ is not a package
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
@@ -25,13 +28,15 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
 
 
 def execute(nb: Path, out_dir: Path, target: str = "local", extra: dict | None = None) -> Path:
-    """Run one notebook with papermill; the executed copy keeps its outputs for the book."""
+    """Run one notebook with papermill; the executed copy keeps its outputs for the book. Its seconds go to
+    build/timings.jsonl (tools/timings.py), under the phase that runs it (`make notebooks`, `make test`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / nb.name
-    pm.execute_notebook(
-        str(nb), str(out), parameters={"TARGET": target, **(extra or {})}, cwd=str(NOTEBOOKS),
-        kernel_name="python3", progress_bar=False, log_output=False, request_save_on_cell_execute=False,
-    )
+    with timings.phase(f"{nb.stem} ({target})"):
+        pm.execute_notebook(
+            str(nb), str(out), parameters={"TARGET": target, **(extra or {})}, cwd=str(NOTEBOOKS),
+            kernel_name="python3", progress_bar=False, log_output=False, request_save_on_cell_execute=False,
+        )
     return out
 
 
