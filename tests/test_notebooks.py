@@ -112,3 +112,23 @@ def test_notebook_eks_target_without_a_cluster_stops_clearly(path: Path, tmp_pat
             f"the first skipped {need} cell says why and how to fix it, got: {shown[0]!r}"
     for text in shown:  # a gated cell either says why it is skipped or prints nothing: it never half-runs
         assert not text.strip() or text.startswith(("No cluster: ", "No AWS account: ")), f"a skipped cell ran: {text!r}"
+
+
+# Words a notebook's own output uses when it calls its measurement unreliable (the before-stop hook looks too).
+UNRELIABLE = re.compile(r"re-run (this cell )?on a quiet machine|load average [4-9]", re.I)
+
+
+def test_every_committed_notebook_comes_from_one_run() -> None:
+    """One clean sequential run produced every committed output: every notebook carries that run's id."""
+    ids = {nb.stem: nbformat.read(nb, as_version=4).metadata.get("workshop", {}).get("run_id") for nb in NOTEBOOKS}
+    assert None not in ids.values(), f"notebooks without a run id (execute them with tools/run_notebooks.py): {ids}"
+    assert len(set(ids.values())) == 1, f"the committed notebooks come from different runs: {ids}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_no_committed_output_calls_itself_unreliable(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    shown = "\n".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", ""))
+                      for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    found = UNRELIABLE.search(shown)
+    assert not found, f"a committed output calls its own measurement unreliable: {found.group(0)!r}"

@@ -27,7 +27,26 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     return found
 
 
-def execute(nb: Path, out_dir: Path, target: str = "local", extra: dict | None = None) -> Path:
+def new_run_id() -> str:
+    """An id for one run of the notebooks: the commit it ran and a random suffix (no timestamp)."""
+    import secrets
+    import subprocess
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return f"{commit.stdout.strip() or 'nogit'}-{secrets.token_hex(3)}"
+
+
+def stamp(path: Path, run_id: str, target: str) -> None:
+    """Write the run's id into the executed notebook's metadata (committed outputs must all carry one id)."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata["workshop"] = {"run_id": run_id, "target": target}
+    nbformat.write(nb, path)
+
+
+def execute(nb: Path, out_dir: Path, target: str = "local", extra: dict | None = None,
+            run_id: str | None = None) -> Path:
     """Run one notebook with papermill; the executed copy keeps its outputs for the book. Its seconds go to
     build/timings.jsonl (tools/timings.py), under the phase that runs it (`make notebooks`, `make test`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -37,6 +56,7 @@ def execute(nb: Path, out_dir: Path, target: str = "local", extra: dict | None =
             str(nb), str(out), parameters={"TARGET": target, **(extra or {})}, cwd=str(NOTEBOOKS),
             kernel_name="python3", progress_bar=False, log_output=False, request_save_on_cell_execute=False,
         )
+    stamp(out, run_id or new_run_id(), target)
     return out
 
 
@@ -45,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python tools/run_notebooks.py", description=__doc__)
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "executed")
     parser.add_argument("--target", default="local", choices=["local", "eks"])
+    parser.add_argument("--run-id", default=None, help="the id stamped into every executed notebook (default: new)")
     parser.add_argument("only", nargs="*", help="notebook name prefixes, e.g. 00 01")
     args = parser.parse_args(argv)
+    run_id = args.run_id or new_run_id()
     todo = notebooks(args.only)
     if not todo:
         print("no notebooks matched", file=sys.stderr)
@@ -56,14 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         bar.set_postfix_str(nb.name)
         start = time.monotonic()
         try:
-            execute(nb, args.out, args.target)
+            execute(nb, args.out, args.target, run_id=run_id)
         except pm.PapermillExecutionError as exc:
             bar.close()
             print(f"\n{nb.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
                   f"The executed copy with the traceback is {args.out / nb.name}.", file=sys.stderr)
             return 1
         tqdm.write(f"  {nb.name}: {time.monotonic() - start:.0f} s")
-    print(f"executed {len(todo)} notebooks into {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+    print(f"run {run_id}: executed {len(todo)} notebooks into {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
     return 0
 
 
