@@ -309,8 +309,6 @@ def save_code_layout(path: Path, dpi: int = 120) -> Path:
     return path
 
 if __name__ == "__main__":
-    import sys
-
     images = Path(__file__).resolve().parents[1] / "book" / "images"
     print(f"wrote {save_architecture(images / 'architecture.png').name}, "
           f"{save_code_layout(images / 'code-layout.png').name}")

@@ -17,6 +17,8 @@ def test_stack_processes_and_ports_before_and_after_down(isolated_settings) -> N
         found = local_cleanup.stack_processes(isolated_settings)
         assert found and any("marker" in p.found_by for p in found)
         assert any("recorded pid" in p.found_by for p in found)
+        assert {p.service for p in found} == {"mcp-web-search", "supervisor"}, "each process named by its service"
+        assert {p.row()["service"] for p in found} == {"mcp-web-search", "supervisor"}
         assert any(k.startswith("mcp-web-search :") for k in local_cleanup.busy_ports(isolated_settings))
     finally:
         stopped = stack.down()

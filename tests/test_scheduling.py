@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -246,3 +247,40 @@ def test_every_workload_of_the_rendered_workshop_finds_a_pool(target: Target) ->
     assert {w.name for w in workloads} == set(EXPECTED_POOL)
     report = s.platform_cost(workloads, s.node_pools(target))
     assert report.total > 0 and report.unplaced == ()
+
+
+def test_the_default_platform_leaves_out_what_is_deployed_only_on_request(target: Target) -> None:
+    """The headline cost is what a learner deploys by default: no vision server (DEPLOY_VISION), no Ray Serve LLM,
+    no Milvus; every on-demand workload belongs to a named optional part, so none is priced silently or dropped."""
+    every = s.platform_workloads(target.render_all(include_on_demand=True))
+    default = {w.name for w in s.default_workloads(every)}
+    assert "vllm-reasoning" in default and "vllm-vision" not in default
+    assert not {n for n in default if n.startswith(("ray-llm-", "milvus"))}
+    assert default == set(EXPECTED_POOL) - {"vllm-vision"}
+    for w in every:
+        if w.on_demand:
+            assert s.optional_part(w) is not None, f"{w.name} is on demand but no optional part names it"
+    sources = {w.source for w in every}
+    for part in s.OPTIONAL_PARTS:
+        assert set(part.objects) <= sources, f"{part.name}: no rendered object {part.objects}"
+        assert set(part.replaces) <= default | sources
+    notebooks = Path(__file__).resolve().parents[1] / "notebooks"
+    assert "DEPLOY_VISION" in (notebooks / "02-vllm.ipynb").read_text(), "the vision server's switch exists"
+    assert "APPLY_MILVUS" in (notebooks / "06-vector-index.ipynb").read_text(), "Milvus's switch exists"
+
+
+def test_each_optional_part_is_priced_against_the_default_platform(target: Target, pools: list[s.Pool]) -> None:
+    every = s.platform_workloads(target.render_all(include_on_demand=True))
+    base = s.platform_cost(s.default_workloads(every), pools, TABLE)
+    rows = {r["optional part"].split("(")[-1].rstrip(")"): r for r in s.optional_costs(every, pools, TABLE)}
+    assert set(rows) == {"vllm-vision", "ray-llm-reasoning", "milvus"}
+    vision = s.platform_cost(s.with_part(every, s.OPTIONAL_PARTS[0]), pools, TABLE)
+    assert Decimal(rows["vllm-vision"]["platform $/h with it"]) == s.money(vision.total)
+    second = [p for p in vision.parts if p.item.startswith("gpu node 2")]
+    assert second and vision.total - base.total == sum(p.hourly for p in second), "it adds a second GPU node"
+    assert rows["vllm-vision"]["nodes it changes"].startswith("+1 g")
+    ray_llm = s.with_part(every, next(p for p in s.OPTIONAL_PARTS if p.replaces))
+    assert "vllm-reasoning" not in {w.name for w in ray_llm}, "Ray Serve LLM replaces vLLM's Deployment"
+    assert {w.name for w in ray_llm} >= {"ray-llm-reasoning-head", "ray-llm-reasoning-worker-gpu"}
+    assert rows["ray-llm-reasoning"]["instead of"] == "vllm-reasoning"
+    assert Decimal(rows["milvus"]["difference $/h"]) >= 0

@@ -1,13 +1,19 @@
 """The agent API (notebook 08): FastAPI around the supervisor, behind a bearer key.
 
-    POST /query   {"question": "..."}  -> {"answer", "route", "sources", "relevance", "timings", "trace_id"}
+    POST /query   {"question": "...", "routing": "code"|"model", "stream": false}
+                                       -> {"answer", "route", "sources", "relevance", "timings", "steps", ...}
+    POST /query   {"question": "...", "stream": true}
+                                       -> text/event-stream: route, sources, draft/token text, relevance,
+                                          route_changed, final | error (helpers.layers.agent.streaming)
     POST /ingest  {}                   -> the ingestion report (knowledge/ -> the vector store, idempotent)
     GET  /health                       -> {"status": "ok"} (no key needed: probes call it)
 
-Errors are never HTTP 200: bad input gets 4xx with a message (401 no/wrong key, 422 empty/too long/wrong type),
-a failing dependency gets 502/503 naming it ({"error": ..., "dependency": "gateway"}). The supervisor is
-synchronous (model calls take seconds), so every call runs in a thread pool: the event loop keeps serving
-/health and other requests meanwhile.
+Errors are never HTTP 200 with a hidden failure: bad input gets 4xx with a message (401 no/wrong key, 422
+empty/too long/wrong type), a failing dependency gets 502/503 naming it ({"error": ..., "dependency": "gateway"}).
+A stream starts only once the first event is there (after retrieval), so a dependency that fails before it still
+gets its 5xx; one that fails later ends the stream with an `error` event carrying the same fields and status.
+The supervisor is synchronous (model calls take seconds), so every call runs in a thread pool: the event loop
+keeps serving /health and other requests meanwhile.
 
     python -m services.agent_api --host 127.0.0.1 --port 18089     # what helpers.local.stack's `agent-api` runs
 """
@@ -19,12 +25,13 @@ import hmac
 import os
 import sys
 import threading
-from typing import Any, Callable
+from collections.abc import AsyncIterator
+from typing import Any, Callable, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from starlette.concurrency import run_in_threadpool
 
 from helpers.config import get_settings
@@ -42,6 +49,9 @@ class QueryRequest(BaseModel):
                                 description=f"the question, 1 to {MAX_QUESTION_CHARS} characters")
     save_as: StrictStr | None = Field(default=None, max_length=MAX_SAVE_PATH_CHARS,
                                       description="a path inside the MCP workspace to save the answer to")
+    routing: Literal["code", "model"] | None = Field(
+        default=None, description="who routes: code (default locally) or the model (agents as tools, default on eks)")
+    stream: StrictBool = Field(default=False, description="answer with server-sent events as the answer is written")
 
 
 class QueryResponse(BaseModel):
@@ -54,16 +64,24 @@ class QueryResponse(BaseModel):
     timings: dict[str, float]
     trace_id: str | None
     saved: dict[str, Any] | None = None
+    steps: list[dict[str, Any]] = []
+    first_token_s: float | None = None
+    routing: str = "code"
+    tools: list[str] = []
 
 
-def _dependency_status(dependency: str) -> int:
-    """503 when a backend is unreachable or busy, 502 when it answered wrongly (both name the dependency)."""
-    return 503 if dependency in {"vector-store"} else 502
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # proxies must not buffer the events
+
+
+def error_response(data: dict[str, Any]) -> JSONResponse:
+    """The JSON error body (error, dependency) with the status an `error` event carries."""
+    return JSONResponse(status_code=data["status"], content={k: v for k, v in data.items() if k != "status"})
 
 
 def create_app(supervisor_factory: Callable[[], Any] | None = None, api_key: str | None = None,
                ingest: Callable[[Any], dict[str, Any]] | None = None) -> FastAPI:
     """The FastAPI app; `supervisor_factory` builds the supervisor on first use (tests pass a fake or a real one)."""
+    from helpers.layers.agent.streaming import error_data
     from helpers.layers.agent.supervisor import AgentError
 
     key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
@@ -97,12 +115,16 @@ def create_app(supervisor_factory: Callable[[], Any] | None = None, api_key: str
         return JSONResponse(status_code=422, content={
             "error": "invalid request: " + "; ".join(problems),
             "expected": {"question": f"a non-empty string of at most {MAX_QUESTION_CHARS} characters",
-                         "save_as": "optional workspace path such as notes/answer.md"}})
+                         "save_as": "optional workspace path such as notes/answer.md",
+                         "routing": "optional: code or model", "stream": "optional: true for server-sent events"}})
 
     @app.exception_handler(AgentError)
     async def failed_dependency(_: Request, exc: AgentError) -> JSONResponse:
-        return JSONResponse(status_code=_dependency_status(exc.dependency),
-                            content={"error": f"{exc.dependency} failed: {exc.message}", "dependency": exc.dependency})
+        return error_response(error_data(exc))
+
+    @app.exception_handler(ValueError)
+    async def bad_question(_: Request, exc: ValueError) -> JSONResponse:  # e.g. "save it to x.md" and nothing else
+        return error_response(error_data(exc))
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -117,11 +139,29 @@ def create_app(supervisor_factory: Callable[[], Any] | None = None, api_key: str
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         sup = await run_in_threadpool(supervisor)
-        answer = await run_in_threadpool(sup.ask, body.question, body.save_as)
-        out = answer.as_dict()
-        out.pop("question", None)
-        out.pop("contexts", None)
-        return out
+        if body.stream:
+            return await stream(sup, body)
+        answer = await run_in_threadpool(sup.ask, body.question, body.save_as, body.routing)
+        return answer.public()
+
+    async def stream(sup: Any, body: QueryRequest) -> Any:
+        """The answer as server-sent events; a failure before the first event is a plain JSON error."""
+        events = await run_in_threadpool(sup.ask_stream, body.question, body.save_as, body.routing)
+        first = await run_in_threadpool(next, events, None)
+        if first is None or first.name == "error":
+            events.close()
+            return error_response(first.data if first is not None else {
+                "error": "the agent ended without an answer", "dependency": "agent", "status": 500})
+
+        async def send() -> AsyncIterator[str]:
+            try:
+                yield first.sse()
+                while (event := await run_in_threadpool(next, events, None)) is not None:
+                    yield event.sse()
+            finally:
+                events.close()  # the client went away (or the stream ended): stop the agent's work
+
+        return StreamingResponse(send(), media_type="text/event-stream", headers=SSE_HEADERS)
 
     @app.post("/ingest", dependencies=[Depends(require_key)])
     async def ingest_route() -> dict[str, Any]:

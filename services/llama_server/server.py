@@ -11,6 +11,10 @@
    which llama-cpp-python's request schema rejects (with a 500). The key is dropped before the app sees it
    (an absent content means the same), so the tool result can go back to the model.
 
+   The same guard maps `max_completion_tokens` (OpenAI's newer name, which langchain-openai and so ragas send)
+   to `max_tokens`: llama-cpp-python 0.3.36 knows only `max_tokens` and silently drops the other, so a capped
+   judge wrote 600 tokens. A request that sends both keeps its `max_tokens` (vLLM reads either).
+
 4. Tracing: a request that carries a W3C `traceparent` gets a SERVER span (helpers.layers.observability.tracing.TracingMiddleware,
    exported where OTEL_EXPORTER_OTLP_TRACES_ENDPOINT points), so the model server joins the caller's trace.
 
@@ -56,6 +60,16 @@ def model_not_found(model: str, known: Iterable[str]) -> dict[str, Any]:
     }
 
 
+def map_max_completion_tokens(body: dict[str, Any]) -> bool:
+    """Move `max_completion_tokens` to `max_tokens` (in place) unless `max_tokens` is set; True when changed."""
+    if "max_completion_tokens" not in body:
+        return False
+    limit = body.pop("max_completion_tokens")
+    if body.get("max_tokens") is None and limit is not None:
+        body["max_tokens"] = limit
+    return True
+
+
 def drop_null_content(body: dict[str, Any]) -> bool:
     """Remove `"content": null` from assistant messages (in place); True when something changed."""
     changed = False
@@ -68,7 +82,8 @@ def drop_null_content(body: dict[str, Any]) -> bool:
 
 
 class OpenAIRequestGuard:
-    """ASGI middleware on the model routes: 404 for an unknown model name, null assistant content accepted."""
+    """ASGI middleware on the model routes: 404 for an unknown model name, null assistant content accepted,
+    `max_completion_tokens` read as `max_tokens`."""
 
     def __init__(self, app: Any, known: Iterable[str], api_key: str | None) -> None:
         self.app = app
@@ -105,7 +120,7 @@ class OpenAIRequestGuard:
                                     (b"content-length", str(len(payload)).encode())]})  # fmt: skip
             await send({"type": "http.response.body", "body": payload})
             return None
-        if isinstance(parsed, dict) and drop_null_content(parsed):
+        if isinstance(parsed, dict) and any([drop_null_content(parsed), map_max_completion_tokens(parsed)]):
             body = json.dumps(parsed).encode()
             messages = [{"type": "http.request", "body": body, "more_body": False}]
             headers = [(k, v) for k, v in scope.get("headers") or [] if k != b"content-length"]

@@ -84,8 +84,6 @@ class AppArgs(BaseModel):
     chat_upstream_model: str | None = Field(None, description="the model name to ask the upstream for "
                                             "(default: chat_model_name)")
     chat_upstream_key_env: str | None = Field(None, description="environment variable holding the upstream's key")
-    chat_model_aliases: list[str] = Field(default_factory=list, description="other names the chat route accepts "
-                                          "(a model's former name while clients move; answers carry the real one)")
     chat_context: int = Field(2048, ge=64)
     api_key_env: str = Field(API_KEY_ENV, description="environment variable that holds the bearer key")
     max_inputs: int = Field(256, ge=1, description="texts per embeddings request")
@@ -732,7 +730,7 @@ class OpenAIIngress:
         self.authorize(request)
         body = parse_body(await self.read_body(request), ChatRequest)
         has_chat = self.chat is not None or self.upstream is not None
-        if not has_chat or body.model not in (self.args.chat_model_name, *self.args.chat_model_aliases):
+        if not has_chat or body.model != self.args.chat_model_name:
             served = f"'{self.args.chat_model_name}'" if has_chat else "no chat model"
             raise OpenAIError(404, f"The model '{body.model}' does not exist here; this app serves {served}.",
                               "model_not_found")

@@ -2,6 +2,7 @@
 
     client     reachability (fails fast with ClusterUnreachable: what is wrong, and the fix), server-side
                apply, waits with progress bars, events and logs
+    port_forward  `kubectl port-forward` for a with-block (the pinned kubectl when none is on PATH)
     pending    a decoder that turns Pending-pod events into a plain-language cause and fix (works offline)
     operators  the pinned Helm charts the workshop installs, and monitor coverage of the model pods
     releases   what a release is: chart, values, generated Secrets, IAM (Pod Identity) as data

@@ -6,7 +6,8 @@ rendered manifests, instance shapes and prices from the committed price table (h
     pools      node pools as Karpenter creates them; quantities, money, root volumes
     workloads  what each pod asks for and where it may run
     fit        which pool hosts a workload, and why not the others
-    cost       the hourly bill: pods packed onto the cheapest instances that fit, and the spend cap
+    cost       the hourly bill: pods packed onto the cheapest instances that fit, the optional parts priced apart,
+               and the spend cap
 """
 
 from __future__ import annotations
@@ -33,10 +34,16 @@ from helpers.infra.scheduling.pools import (  # noqa: F401 - the public surface 
 )
 from helpers.infra.scheduling.workloads import (  # noqa: F401 - the public surface of the package
     GPU_TOLERATION,
+    OPTIONAL_PARTS,
+    OptionalPart,
     Workload,
     X86_TOLERATION,
+    default_workloads,
+    is_default,
+    optional_part,
     planned_workloads,
     platform_workloads,
+    with_part,
     workloads_from_manifests,
 )
 from helpers.infra.scheduling.fit import (  # noqa: F401 - the public surface of the package
@@ -60,6 +67,8 @@ from helpers.infra.scheduling.cost import (  # noqa: F401 - the public surface o
     CostReport,
     EKS_CLUSTER_PER_HOUR,
     SpendCap,
+    node_changes,
+    optional_costs,
     platform_cost,
     spend_caps,
 )

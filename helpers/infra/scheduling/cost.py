@@ -11,7 +11,7 @@ from decimal import Decimal
 from helpers.infra.aws import InstanceType, load_instance_types
 from helpers.infra.scheduling.fit import Allocatable, _fits, allocatable, explain
 from helpers.infra.scheduling.pools import HOURS_PER_MONTH, Pool, money, quantity_cpu, quantity_gib
-from helpers.infra.scheduling.workloads import Workload
+from helpers.infra.scheduling.workloads import OPTIONAL_PARTS, Workload, default_workloads, with_part
 
 
 # Other prices the platform's hourly cost includes (us-west-2, USD; AWS public price pages, 2026):
@@ -255,3 +255,44 @@ def spend_caps(pools: list[Pool], table: dict[str, InstanceType] | None = None) 
                 worst = (t.price_usd_per_hour * n, n, t.instance_type)
         caps.append(SpendCap(pool.name, pool.limits, worst[2], worst[1], worst[0]))
     return caps
+
+
+def _nodes(report: CostReport) -> dict[tuple[str, str], int]:
+    """(pool, instance type) -> how many nodes of it a cost report runs."""
+    counts: dict[tuple[str, str], int] = {}
+    for part in report.parts:
+        if part.pool != "-" and "root volume" not in part.item:
+            counts[(part.pool, part.instance_type)] = counts.get((part.pool, part.instance_type), 0) + part.count
+    return counts
+
+
+def node_changes(before: CostReport, after: CostReport) -> str:
+    """The nodes `after` runs that `before` does not, and those it no longer runs: '+1 g6.12xlarge (gpu)'."""
+    old, new = _nodes(before), _nodes(after)
+    changes = [f"{'+' if new.get(k, 0) > old.get(k, 0) else '-'}{abs(new.get(k, 0) - old.get(k, 0))} {k[1]} ({k[0]})"
+               for k in sorted(set(old) | set(new)) if new.get(k, 0) != old.get(k, 0)]
+    return ", ".join(changes) or "none: its pods fit on the nodes already there"
+
+
+def optional_costs(workloads: Iterable[Workload], pools: list[Pool], table: dict[str, InstanceType] | None = None
+                   ) -> list[dict[str, str]]:
+    """Each optional part priced on its own: the default platform's $/h, then with the part deployed (in addition,
+    or instead of what it replaces), and the difference. `workloads` must include the optional parts' workloads
+    (platform_workloads(t.render_all(include_on_demand=True)))."""
+    workloads = list(workloads)
+    base = platform_cost(default_workloads(workloads), pools, table)
+    rows = []
+    for part in OPTIONAL_PARTS:
+        if not any(w.source in part.objects for w in workloads):
+            continue
+        report = platform_cost(with_part(workloads, part), pools, table)
+        rows.append({
+            "optional part": part.name,
+            "chapter": part.chapter,
+            "deployed with": part.switch,
+            "instead of": ", ".join(part.replaces) or "(in addition)",
+            "nodes it changes": node_changes(base, report),
+            "platform $/h with it": f"{money(report.total)}",
+            "difference $/h": f"{'+' if report.total > base.total else ''}{money(report.total - base.total)}",
+        })
+    return rows

@@ -1,7 +1,11 @@
 """The workshop's workloads as the scheduler sees them: requests per pod, placement rules, image architectures.
 
 Read from every chapter's rendered manifests; the pods of Helm releases the workshop installs (which are not
-its manifests) come from `manifests/<chapter>/helm-workloads.yaml`."""
+its manifests) come from `manifests/<chapter>/helm-workloads.yaml`.
+
+Not everything rendered is deployed by default: OPTIONAL_PARTS names the parts a learner deploys only on request
+(the vision server behind chapter 02's DEPLOY_VISION, chapter 03's vLLM inside Ray Serve, chapter 06's Milvus), so
+the default platform's cost leaves them out and each is priced on its own (cost.optional_costs)."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from helpers.infra.manifests import MANIFESTS_DIR, Manifest, pod_specs
+from helpers.infra.manifests import MANIFESTS_DIR, ON_DEMAND_DIR, Manifest, pod_specs
 from helpers.infra.scheduling.pools import quantity_cpu, quantity_gib
 
 
@@ -31,6 +35,8 @@ class Workload:
     image_architectures: tuple[str, ...] = ("amd64", "arm64")
     max_replicas: int | None = None
     why: str = ""
+    source: str = ""  # the name of the object it comes from (a Deployment, StatefulSet or RayService)
+    on_demand: bool = False  # rendered from a chapter's on-demand/ templates: applied only when a notebook asks
 
     @property
     def cpu_cores(self) -> float:
@@ -90,6 +96,7 @@ def workloads_from_manifests(items: Iterable[Manifest | dict[str, Any]]) -> list
         if kind not in ("Deployment", "StatefulSet", "RayService", "RayCluster"):
             continue
         name = doc["metadata"]["name"]
+        on_demand = isinstance(item, Manifest) and item.template.startswith(ON_DEMAND_DIR + "/")
         cluster = (doc["spec"].get("rayClusterConfig") if kind == "RayService" else doc["spec"]) or {}
         groups = {f"worker {g.get('groupName', '?')}": g for g in cluster.get("workerGroupSpecs") or []}
         for where, spec in pod_specs(doc):
@@ -118,6 +125,8 @@ def workloads_from_manifests(items: Iterable[Manifest | dict[str, Any]]) -> list
                     image_architectures=(arch,) if arch else ("amd64", "arm64"),
                     max_replicas=maximum,
                     why=f"from {kind}/{name} in manifests/{chapter}" if chapter else f"from {kind}/{name}",
+                    source=name,
+                    on_demand=on_demand,
                 )
             )
     return result
@@ -126,3 +135,46 @@ def workloads_from_manifests(items: Iterable[Manifest | dict[str, Any]]) -> list
 def platform_workloads(items: Iterable[Manifest | dict[str, Any]]) -> list[Workload]:
     """The workshop's workloads: those of the rendered manifests (t.render_all()), then the Helm releases' pods."""
     return workloads_from_manifests(items) + planned_workloads()
+
+
+@dataclass(frozen=True)
+class OptionalPart:
+    """A part of the platform a learner deploys only on request: in addition to the default, or instead of part of it."""
+
+    name: str
+    chapter: str
+    objects: tuple[str, ...]  # the rendered objects it runs (Deployment, StatefulSet, RayService names)
+    switch: str  # how a learner deploys it
+    replaces: tuple[str, ...] = ()  # default objects it stands in for (deploy one or the other, never both)
+
+
+OPTIONAL_PARTS: tuple[OptionalPart, ...] = (
+    OptionalPart("vision server (vllm-vision)", "02-vllm", ("vllm-vision",),
+                 "DEPLOY_VISION = True in notebook 02"),
+    OptionalPart("vLLM inside Ray Serve (ray-llm-reasoning)", "03-ray-serve", ("ray-llm-reasoning",),
+                 "apply ray_llm.render(t) in notebook 03", replaces=("vllm-reasoning",)),
+    OptionalPart("Milvus standalone in the cluster (milvus)", "06-vector-index", ("milvus",),
+                 "APPLY_MILVUS = True in notebook 06"),
+)
+
+
+def optional_part(workload: Workload) -> OptionalPart | None:
+    """The optional part a workload belongs to (None: it is deployed by default)."""
+    return next((p for p in OPTIONAL_PARTS if workload.source in p.objects), None)
+
+
+def is_default(workload: Workload) -> bool:
+    """Whether a learner deploys this workload by default: not on demand, not part of an optional part."""
+    return not workload.on_demand and optional_part(workload) is None
+
+
+def default_workloads(workloads: Iterable[Workload]) -> list[Workload]:
+    """What a learner deploys by default: every workload but the optional parts' and the on-demand ones."""
+    return [w for w in workloads if is_default(w)]
+
+
+def with_part(workloads: Iterable[Workload], part: OptionalPart) -> list[Workload]:
+    """The default platform with one optional part deployed (and without the default objects it replaces)."""
+    workloads = list(workloads)
+    return ([w for w in default_workloads(workloads) if w.source not in part.replaces]
+            + [w for w in workloads if w.source in part.objects])

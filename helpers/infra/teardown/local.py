@@ -27,15 +27,21 @@ class StackProcess:
     name: str
     command: str
     found_by: str
+    service: str = "?"  # the service (or "supervisor") it belongs to, from its marker or its record
+
+    def row(self) -> dict[str, object]:
+        """A table row: the service, the pid, the program and how it was found."""
+        return {"service": self.service, "pid": self.pid, "process": self.name, "found by": self.found_by}
 
 
-def _recorded_pids(settings: Settings) -> set[int]:
+def _recorded_pids(settings: Settings) -> dict[int, str]:
+    """pid -> the name of the record (service or supervisor) that holds it."""
     import json
 
-    pids = set()
+    pids = {}
     for record in (settings.state_dir / "stack").glob("*.json"):
         try:
-            pids.add(int(json.loads(record.read_text())["pid"]))
+            pids[int(json.loads(record.read_text())["pid"])] = record.stem
         except (OSError, ValueError, KeyError):
             continue
     return pids
@@ -52,10 +58,12 @@ def stack_processes(settings: Settings | None = None) -> list[StackProcess]:
             if proc.info["status"] == psutil.STATUS_ZOMBIE:
                 continue
             command = " ".join(proc.info["cmdline"] or [])
-            reasons = []
+            reasons, service = [], recorded.get(proc.info["pid"], "?")
             try:
-                if proc.environ().get(MARKER, "").startswith(f"{state}::"):
+                marker = proc.environ().get(MARKER, "")
+                if marker.startswith(f"{state}::"):
                     reasons.append("marker")
+                    service = marker.removeprefix(f"{state}::")
             except (psutil.AccessDenied, OSError):
                 pass
             if state in command:
@@ -63,7 +71,8 @@ def stack_processes(settings: Settings | None = None) -> list[StackProcess]:
             if proc.info["pid"] in recorded:
                 reasons.append("recorded pid")
             if reasons:
-                found.append(StackProcess(proc.info["pid"], proc.info["name"] or "?", command[:140], "+".join(reasons)))
+                found.append(StackProcess(proc.info["pid"], proc.info["name"] or "?", command[:140], "+".join(reasons),
+                                          service))
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found

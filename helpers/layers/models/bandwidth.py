@@ -8,7 +8,10 @@ is capped by
 
 This module measures the bandwidth in-process with numpy (large array copies, one per thread, as many threads
 as llama.cpp uses), reads the bytes per token from the GGUF file's tensor table, and measures the decode rate
-of a running OpenAI-compatible server, so the three can be put side by side honestly.
+of a running OpenAI-compatible server, so the three can be put side by side honestly. Two more measurements say
+why a rate is what it is: who had the CPUs during it (CpuMeter: the measured processes, everyone else, the load
+average), and whether more threads decode faster (measure_thread_scaling: arithmetic-bound if so, memory-bound
+if not).
 """
 
 from __future__ import annotations
@@ -36,6 +39,12 @@ class Bandwidth:
     threads: int
     size_mib: int
     repeats: int
+    worst_bytes_per_s: float = 0.0  # the slowest run: best and worst show how much one run can say
+
+    @property
+    def worst_gb_s(self) -> float:
+        """The slowest run, in GB/s."""
+        return self.worst_bytes_per_s / 1e9
 
     @property
     def best_gb_s(self) -> float:
@@ -71,7 +80,7 @@ def measure_memory_bandwidth(size_mib: int = 512, threads: int = 1, repeats: int
             start = time.perf_counter()
             list(pool.map(lambda pair: np.copyto(pair[0], pair[1]), chunks))
             rates.append(2 * src.nbytes / (time.perf_counter() - start))
-    return Bandwidth(max(rates), statistics.median(rates), threads, size_mib, repeats)
+    return Bandwidth(max(rates), statistics.median(rates), threads, size_mib, repeats, min(rates))
 
 
 # ---------------------------------------------------------------- the bytes a GGUF model reads per token
@@ -211,3 +220,147 @@ def measure_decode_rate(client: Any, model: str, messages: list[dict[str, str]],
     if first is None or last is None or tokens < 2:
         raise RuntimeError("The server streamed fewer than 2 tokens; ask for a longer answer (max_tokens).")
     return DecodeRate(first - start, tokens, (tokens - 1) / (last - first), last - start)
+
+
+# ---------------------------------------------------------------- who had the CPUs during a measurement
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """CPU time during a measurement: the measured processes', everyone else's, and the load average at its end."""
+
+    wall_s: float
+    cpus: int
+    measured_cpu_s: float  # CPU seconds of the processes being measured (threads included)
+    busy_cpu_s: float  # CPU seconds all CPUs were busy (every process, and time the hypervisor took: steal)
+    load_average: float  # 1-minute load average: processes running or waiting for a CPU, averaged
+
+    @property
+    def measured_cpus(self) -> float:
+        """How many CPUs the measured processes used, on average."""
+        return self.measured_cpu_s / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def other_cpus(self) -> float:
+        """How many CPUs everything else used, on average (never below 0: counters tick at different moments)."""
+        return max(0.0, self.busy_cpu_s - self.measured_cpu_s) / self.wall_s if self.wall_s else 0.0
+
+    def busy(self, threshold: float = 0.25) -> bool:
+        """Whether other processes took a noticeable share of the CPUs (more than `threshold` of one CPU)."""
+        return self.other_cpus > threshold
+
+    def describe(self, measured: str = "the measured process(es)") -> str:
+        """One line: who used the CPUs, and what that means for the measurement."""
+        line = (f"{self.measured_cpus:.2f} of {self.cpus} CPUs used by {measured}, "
+                f"{self.other_cpus:.2f} by other processes; load average (1 min) {self.load_average:.2f}")
+        if self.busy():
+            return line + (": the machine was busy, so this rate is lower than the same code reaches on a quiet "
+                           "machine")
+        return line + ": the cores were free for the measurement"
+
+
+class CpuMeter:
+    """`with CpuMeter(processes) as meter:` ... `meter.use` is the CpuUse of the block (psutil: /proc on Linux)."""
+
+    def __init__(self, processes: list[Any]) -> None:
+        self.processes = processes
+        self.use: CpuUse | None = None
+
+    @staticmethod
+    def _busy() -> float:
+        import psutil
+
+        t = psutil.cpu_times()
+        return sum(getattr(t, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal"))
+
+    def _measured(self) -> float:
+        return sum(p.cpu_times().user + p.cpu_times().system for p in self.processes)
+
+    def __enter__(self) -> CpuMeter:
+        self._start = (time.perf_counter(), self._busy(), self._measured())
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        import os
+
+        start, busy, measured = self._start
+        self.use = CpuUse(time.perf_counter() - start, os.cpu_count() or 1, self._measured() - measured,
+                          self._busy() - busy, os.getloadavg()[0])
+
+
+# ---------------------------------------------------------------- what limits decoding: more threads, faster?
+
+
+@dataclass(frozen=True)
+class ThreadRate:
+    """The decode rate of llama.cpp in this process with a given number of threads (one measured answer)."""
+
+    threads: int
+    tokens: int
+    decode_tokens_per_s: float
+
+
+def measure_thread_scaling(model_path: Path | str, threads: tuple[int, ...] = (1, 2), tokens: int = 24,
+                           rounds: int = 2, prompt: str = "Explain how a Kubernetes scheduler places a pod.",
+                           ) -> list[ThreadRate]:
+    """Decode `tokens` tokens with llama.cpp in this process, once per thread count per round (alternating, so a
+    change in the machine's load hits every count alike); prefill left out, as in measure_decode_rate.
+
+    If doubling the threads nearly doubles the rate, the cores' arithmetic sets the pace; if the rate stays put,
+    memory does (more threads cannot read the weights faster than memory delivers them)."""
+    from llama_cpp import Llama
+
+    engines = {n: Llama(model_path=str(model_path), n_ctx=256, n_threads=n, n_threads_batch=max(threads),
+                        verbose=False) for n in threads}
+    try:
+        prompt_tokens = engines[threads[0]].tokenize(prompt.encode())
+        rates = []
+        for _ in range(rounds):
+            for n, llm in engines.items():
+                generated = llm.generate(prompt_tokens, temp=0.0)
+                next(generated)  # the first token comes after the prompt's prefill: the clock starts here
+                start = time.perf_counter()
+                count = 0
+                for _token in generated:
+                    count += 1
+                    if count == tokens - 1:
+                        break
+                elapsed = time.perf_counter() - start
+                if count < 1:
+                    raise RuntimeError("The model stopped after one token; use a prompt that asks for more.")
+                rates.append(ThreadRate(n, count + 1, count / elapsed))
+        return rates
+    finally:
+        for llm in engines.values():
+            llm.close()
+
+
+def decode_limit(rates: dict[int, float], memory: dict[int, Bandwidth], bytes_per_token: int) -> str:
+    """What limits decoding, read from the measurements: decode rates per thread count (tokens/s) and the memory
+    bandwidth numpy got with the same thread counts.
+
+    One thread that reads its weights far slower than one thread can copy memory is not waiting for memory: its
+    arithmetic sets the pace. The speed-up from more threads says how much more cores help."""
+    fewest, most = min(rates), max(rates)
+    share = {n: rates[n] * bytes_per_token / memory[n].best_bytes_per_s for n in rates}
+    if share[fewest] >= 0.8:
+        verdict = (f"memory bandwidth: {fewest} thread(s) already read the weights at {share[fewest]:.0%} of what "
+                   "memory delivers to numpy, so more threads cannot help much")
+    elif share[fewest] < 0.5:
+        verdict = (f"arithmetic: {fewest} thread(s) read the weights at only {share[fewest]:.0%} of the bandwidth "
+                   f"{fewest} thread(s) got from numpy, so the thread is not waiting for memory: unpacking and "
+                   "multiplying the weights is what takes the time")
+    else:
+        verdict = (f"both: {fewest} thread(s) read the weights at {share[fewest]:.0%} of the bandwidth numpy got, "
+                   "between the two regimes")
+    if most == fewest:
+        return verdict
+    speedup = rates[most] / rates[fewest]
+    gain = (speedup - 1) / (most / fewest - 1)
+    how = ("the extra cores add most of their arithmetic" if gain >= 0.6 else
+           "the extra cores add part of their arithmetic; the rest is lost to the threads waiting for each other "
+           "after every layer, or to other processes (the CPU line)" if gain >= 0.2 else
+           "the extra cores barely help: the threads wait for each other, for memory, or for other processes")
+    return (f"{verdict}. {most} threads decode {speedup:.2f}x as fast as {fewest} ({most / fewest:.0f}x would be "
+            f"perfect scaling): {how}; with {most} threads the weights are read at {share[most]:.0%} of the "
+            "bandwidth numpy got")

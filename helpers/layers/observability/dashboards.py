@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -118,3 +119,183 @@ def metric_problems(name: str, dashboard: dict[str, Any]) -> list[str]:
         problems += [f"{name} / {title}: {m} is not a series {exporter} exports (dashboards/metrics.yaml)"
                      for m in sorted(metrics - set(known))]
     return problems
+
+
+# ---------------------------------------------------------------- the same panels, from local scrapes
+#
+# Locally there is no Prometheus and no Grafana, but the Ray Serve app exports the same series. local_panels()
+# evaluates each panel's own PromQL over scrapes taken while a load ran (metrics.scrape_while), for the three
+# shapes these dashboards use: sum by (...) (rate(m{...}[w])), histogram_quantile(q, sum by (le, ...) (rate(...))),
+# and sum by (...) (m{...}). rate() is the increase over the last `window` seconds divided by the time between the
+# two scrapes, so the window should hold whole export intervals of the exporter (Ray here: 2 s).
+
+UNITS = {"reqps": "requests / s", "ms": "milliseconds", "s": "seconds", "short": "count", "percentunit": "share"}
+
+
+@dataclass(frozen=True)
+class Query:
+    """One panel query, parsed: the metric, its label matchers, the labels it sums by, rate and quantile."""
+
+    metric: str
+    matchers: tuple[tuple[str, str, str], ...]  # (label, operator, value)
+    by: tuple[str, ...]
+    rate: bool
+    quantile: float | None = None
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        """Whether a series' labels satisfy every matcher (a missing label counts as "", as in Prometheus)."""
+        for label, op, value in self.matchers:
+            have = labels.get(label, "")
+            hit = re.fullmatch(value, have) is not None if op in ("=~", "!~") else have == value
+            if hit == op.startswith("!"):
+                return False
+        return True
+
+
+def parse_query(expr: str, variables: dict[str, str] | None = None) -> Query:
+    """Parse a panel's PromQL; Grafana variables in matchers take `variables` (default ".*", the "All" value)."""
+    text, quantile = expr.strip(), None
+    if found := re.fullmatch(r"histogram_quantile\(\s*([0-9.]+)\s*,(.*)\)", text, re.S):
+        quantile, text = float(found.group(1)), found.group(2).strip()
+    summed = re.fullmatch(r"sum\s+by\s*\(([^)]*)\)\s*\((.*)\)", text, re.S)
+    if not summed:
+        raise ValueError(f"not one of the query shapes local_panels() evaluates: {expr}")
+    by = tuple(label.strip() for label in summed.group(1).split(",") if label.strip())
+    inner = summed.group(2).strip()
+    rate = re.fullmatch(r"rate\((.*)\[[^\]]*\]\s*\)", inner, re.S)
+    selector = re.fullmatch(r"([a-zA-Z_:][\w:]*)\s*(?:\{(.*)\})?", (rate.group(1) if rate else inner).strip(), re.S)
+    if not selector:
+        raise ValueError(f"no metric selector in: {expr}")
+    values = variables or {}
+    matchers = tuple(
+        (label, op, re.sub(r"\$\{?(\w+)\}?", lambda v: values.get(v.group(1), ".*"), value))
+        for label, op, value in re.findall(r'(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"', selector.group(2) or ""))
+    return Query(selector.group(1), matchers, by, rate is not None, quantile)
+
+
+def histogram_quantile(q: float, buckets: dict[float, float]) -> float | None:
+    """Prometheus's histogram_quantile on cumulative bucket counts {upper bound: count}; None without samples."""
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]] if bounds else 0.0
+    if total <= 0 or not bounds or bounds[-1] != float("inf"):
+        return None
+    rank, lower, below = q * total, 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank:
+            if bound == float("inf"):  # in the open last bucket: the highest finite bound, as Prometheus answers
+                return lower
+            return lower + (bound - lower) * ((rank - below) / (count - below) if count > below else 0.0)
+        lower, below = bound, count
+    return lower
+
+
+def _series(scrape: Any, query: Query) -> dict[tuple[tuple[str, str], ...], float]:
+    return {tuple(sorted(labels.items())): value for labels, value in scrape.families.get(query.metric, [])
+            if query.matches(labels)}
+
+
+def evaluate(query: Query, scrapes: list[Any], window: float = 4.0) -> dict[tuple[tuple[str, str], ...],
+                                                                              list[tuple[float, float]]]:
+    """The query at every scrape (rates from `window` seconds on): {group labels: [(seconds, value), ...]}."""
+    result: dict[tuple[tuple[str, str], ...], list[tuple[float, float]]] = {}
+    group_by = query.by if query.quantile is None else tuple(label for label in query.by if label != "le")
+    for i, scrape in enumerate(scrapes):
+        now = _series(scrape, query)
+        if query.rate:
+            earlier = [s for s in scrapes[:i] if s.seconds <= scrape.seconds - window]
+            if not earlier:
+                continue
+            before, seconds = _series(earlier[-1], query), scrape.seconds - earlier[-1].seconds
+            # a counter that went down was reset (a restarted process): its whole value is the increase
+            now = {key: (v - before[key] if v >= before.get(key, 0.0) else v) / seconds
+                   for key, v in now.items()}
+        groups: dict[tuple[tuple[str, str], ...], dict[float, float]] = {}
+        for key, value in now.items():
+            labels = dict(key)
+            group = tuple((label, labels.get(label, "")) for label in group_by)
+            le = float(labels.get("le", "nan")) if query.quantile is not None else 0.0
+            groups.setdefault(group, {})
+            groups[group][le] = groups[group].get(le, 0.0) + value
+        for group, values in groups.items():
+            value = (histogram_quantile(query.quantile, values) if query.quantile is not None
+                     else sum(values.values()))
+            if value is not None:
+                result.setdefault(group, []).append((scrape.seconds, value))
+    return result
+
+
+def legend(template: str, labels: dict[str, str]) -> str:
+    """A Grafana legend format ("p95 {{application}}") filled with a series' labels."""
+    text = re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: labels.get(m.group(1), ""), template or "")
+    return " ".join(text.split()) or ", ".join(f"{k}={v}" for k, v in labels.items())
+
+
+@dataclass
+class PanelData:
+    """One dashboard panel evaluated locally: its title, unit, place in the grid, and (legend, points) series."""
+
+    title: str
+    unit: str
+    position: tuple[int, int]  # (row y, column x) of the panel's gridPos
+    series: list[tuple[str, list[tuple[float, float]]]]
+
+
+def local_panels(name: str, scrapes: list[Any], window: float = 4.0,
+                 variables: dict[str, str] | None = None) -> list[PanelData]:
+    """Every panel of a dashboard, its queries evaluated over local scrapes, in the dashboard's order. A series
+    that stays at zero all along is left out (Grafana would draw it as a flat line)."""
+    panels = []
+    for panel in dashboards()[name].get("panels") or []:
+        series = []
+        for target in panel.get("targets") or []:
+            for group, points in evaluate(parse_query(target["expr"], variables), scrapes, window).items():
+                if any(value for _, value in points):
+                    series.append((legend(target.get("legendFormat", ""), dict(group)), points))
+        grid = panel.get("gridPos") or {}
+        unit = ((panel.get("fieldConfig") or {}).get("defaults") or {}).get("unit", "")
+        panels.append(PanelData(panel.get("title", "?"), unit, (grid.get("y", 0), grid.get("x", 0)), series))
+    return sorted(panels, key=lambda p: p.position)
+
+
+def plot_panels(panels: list[PanelData], title: str, load: tuple[float, float] | None = None,
+                columns: int = 2) -> Any:
+    """The panels as a grid of small line charts, each with its legend; `load` shades when the load ran."""
+    import matplotlib.pyplot as plt
+
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(11, 2.7 * rows), sharex=True, squeeze=False)
+    for ax, panel in zip(axes.flat, panels):
+        if load:
+            ax.axvspan(*load, color="0.92", label="load running")
+        for label, points in panel.series:
+            ax.plot([t for t, _ in points], [v for _, v in points], marker=".", label=label)
+        if not panel.series:
+            ax.text(0.5, 0.5, "every series stayed at 0", transform=ax.transAxes, ha="center", va="center",
+                    color="0.4")
+        ax.set_title(panel.title, fontsize=10)
+        ax.set_ylabel(UNITS.get(panel.unit, panel.unit), fontsize=8)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("seconds since sampling began")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+GRAFANA_RELEASE = "kube-prometheus-stack"  # chapter 01's release (helpers.infra.k8s.operators) that runs Grafana
+
+
+def grafana_service() -> tuple[str, int]:
+    """Grafana's Service (the chart names it <release>-grafana) and its port (the chart's default, 80)."""
+    return f"{GRAFANA_RELEASE}-grafana", 80
+
+
+def grafana_port_forward(namespace: str = "monitoring", local_port: int = 3001) -> str:
+    """The kubectl command that makes the internal Grafana reachable on this machine (3000 is Langfuse's)."""
+    name, port = grafana_service()
+    return f"kubectl -n {namespace} port-forward svc/{name} {local_port}:{port}"

@@ -195,26 +195,43 @@ def trace_id_of(span: Any) -> str:
     return format(span.get_span_context().trace_id, "032x")
 
 
+HTTP_TIMEOUT = 600.0  # seconds: model calls on a busy 2-core machine take minutes; httpx's own default is 5 s
+
+
+def add_trace_context(request: Any) -> None:
+    """httpx request hook: set the W3C `traceparent` (and `tracestate`) of the current span on the request."""
+    for key, value in inject().items():
+        request.headers[key] = value
+
+
+async def add_trace_context_async(request: Any) -> None:
+    """The same hook for httpx.AsyncClient, whose hooks must be coroutines."""
+    add_trace_context(request)
+
+
 def http_client(**kwargs: Any) -> Any:
-    """An httpx.Client that adds the current W3C trace context to every request (pass it to OpenAI(http_client=...))."""
+    """An httpx.Client that adds the current W3C trace context to every request.
+
+    Pass it to `openai.OpenAI(http_client=...)` or LangChain's `ChatOpenAI(http_client=...)`. The context is read
+    when each request is sent, so a client built once carries each caller's current span."""
     import httpx
 
-    def add_context(request: Any) -> None:
-        for key, value in inject().items():
-            request.headers[key] = value
-
-    return httpx.Client(event_hooks={"request": [add_context]}, **kwargs)
+    kwargs.setdefault("timeout", HTTP_TIMEOUT)
+    return httpx.Client(event_hooks={"request": [add_trace_context]}, **kwargs)
 
 
 def async_http_client(**kwargs: Any) -> Any:
-    """An httpx.AsyncClient that adds the current W3C trace context to every request (for AsyncOpenAI, Strands)."""
+    """An httpx.AsyncClient that adds the current W3C trace context to every request, usable from many event loops.
+
+    For `openai.AsyncOpenAI(http_client=...)` handed to Strands with `OpenAIModel(client=...)` (never inside
+    `client_args`: Strands would close it after the first call), and for LangChain's `http_async_client`. Strands
+    and ragas run each synchronous call in a fresh event loop, and a pooled connection belongs to the loop that
+    opened it, so the client keeps no idle connection (`max_keepalive_connections=0`) unless told otherwise."""
     import httpx
 
-    async def add_context(request: Any) -> None:
-        for key, value in inject().items():
-            request.headers[key] = value
-
-    return httpx.AsyncClient(event_hooks={"request": [add_context]}, **kwargs)
+    kwargs.setdefault("timeout", HTTP_TIMEOUT)
+    kwargs.setdefault("limits", httpx.Limits(max_keepalive_connections=0))
+    return httpx.AsyncClient(event_hooks={"request": [add_trace_context_async]}, **kwargs)
 
 
 # ---------------------------------------------------------------- the server side

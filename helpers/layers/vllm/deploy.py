@@ -1,5 +1,6 @@
-"""vLLM on the cluster (eks target): the HF token Secret from the environment, calls through the API server's
-service proxy (no port-forward, no public endpoint), and the KV-cache figures of a server's log.
+"""vLLM on the cluster (eks target): the HF token and API key Secrets, a port-forward to a server for a with-block
+(its NetworkPolicy admits only the gateway's pods and Prometheus, and the API server's proxy would drop the
+`Authorization` header vLLM needs), and the KV-cache figures of a server's log.
 
 Every call that needs a cluster runs helpers.infra.k8s.cluster_reachable() first (ClusterUnreachable, with a fix).
 """
@@ -7,11 +8,14 @@ Every call that needs a cluster runs helpers.infra.k8s.cluster_reachable() first
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from helpers.config import Settings, mask
 from helpers.errors import WorkshopError
 from helpers.infra.k8s import client as k8s_client
+from helpers.infra.k8s import port_forward as forwarding
 from helpers.infra.k8s.client import ProxyAnswer
 from helpers.infra.manifests import COMMON_LABELS, chapter_parameters
 
@@ -80,6 +84,17 @@ def port_forward_command(server: str, namespace: str, local_port: int = 18000) -
     return f"kubectl -n {namespace} port-forward svc/{name} {local_port}:8000"
 
 
+SERVER_PORT = 8000  # vLLM's port in the pod and in its Service
+
+
+@contextmanager
+def port_forward(server: str, namespace: str, local_port: int | None = None) -> Iterator[str]:
+    """A port-forward to a server's Service for the length of a with-block; yields its base URL on this machine
+    (http://127.0.0.1:PORT, add /v1). Its /v1 routes want `Authorization: Bearer <model server key>` (t.chat.key())."""
+    with forwarding.port_forward(server_parameters(server)["name"], SERVER_PORT, namespace, local_port) as base:
+        yield base
+
+
 def describe_secret(secret: dict[str, Any] | None) -> str:
     """A one-line description of the token Secret that shows it is set without revealing it."""
     if secret is None:
@@ -91,7 +106,9 @@ def describe_secret(secret: dict[str, Any] | None) -> str:
 
 def call_service(name: str, namespace: str, path: str, body: dict[str, Any] | None = None, port: int | str = 8000,
                  timeout: float = 300) -> ProxyAnswer:
-    """GET (or POST a JSON body to) a Service through the API server proxy: your kubeconfig's credentials, no tunnel."""
+    """GET (or POST a JSON body to) a Service through the API server proxy: your kubeconfig's credentials, no tunnel.
+
+    Not for vLLM's /v1 routes since chapter 02's NetworkPolicy and --api-key: use port_forward."""
     return k8s_client.call_service(name, namespace, path, body=body, port=port, timeout=timeout)
 
 

@@ -324,6 +324,20 @@ def plan_rows(plans: list[Plan], lengths: tuple[int, ...] = (4096, 32768)) -> li
     return [p.row(lengths) for p in plans]
 
 
+def format_rows(rows: list[dict[str, Any]], digits: int = 2) -> list[dict[str, str]]:
+    """Rows with every number written for reading: floats with `digits` decimals, integers with thousands
+    separators, None as blank (a table of mixed columns would otherwise show 9.000000 and nan)."""
+
+    def text(value: Any) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return str(value)
+        return f"{value:,}" if isinstance(value, int) else f"{value:,.{digits}f}"
+
+    return [{key: text(value) for key, value in row.items()} for row in rows]
+
+
 def plot_plans(plans: list[Plan], lengths: tuple[int, ...] = (1024, 2048, 4096, 8192, 16384, 32768)) -> Any:
     """Two panels: where each GPU's memory goes, and how many sequences fit as they get longer."""
     import matplotlib.pyplot as plt
