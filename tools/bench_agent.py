@@ -173,6 +173,7 @@ def print_results(results: list[dict[str, Any]]) -> None:
 
 def write_measurement(path: Path, results: list[dict[str, Any]]) -> None:
     """The per-question routes of each mode, with the machine and the models, as JSON (no timestamps, no paths)."""
+    path = Path(path).resolve()
     import json
     import os
     import platform
@@ -183,7 +184,8 @@ def write_measurement(path: Path, results: list[dict[str, Any]]) -> None:
     keep = ("id", "routing", "expected", "route", "correct", "relevance", "tools", "total_s", "first_token_s")
     machine = {"cpus": os.cpu_count(), "system": f"{platform.system()} {platform.machine()}",
                "chat model": config.get_settings().chat_model}
-    path.write_text(json.dumps({"measured_by": "tools/bench_agent.py --json " + str(path.relative_to(ROOT)),
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    path.write_text(json.dumps({"measured_by": f"tools/bench_agent.py --json {shown}",
                                 "machine": machine,
                                 "results": [{k: (round(r[k], 2) if isinstance(r[k], float) else r[k]) for k in keep}
                                             for r in results]}, indent=1) + "\n")
@@ -205,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     left = leftover_processes(state_dir)
     print_results(results)
     if args.json:
-        write_measurement(args.json, results)
+        write_measurement(args.json.resolve(), results)
         print(f"wrote {args.json}")
     rows = summarise(results)
     rows.append(row("processes of the agent bench's stack left", str(len(left)), "0", not left))
