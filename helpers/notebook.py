@@ -124,7 +124,9 @@ def check_solution(shell: Any, cell: str) -> list[str]:
 
     namespace = dict(shell.user_ns)
     exec(compile(shell.transform_cell(cell), "<solution>", "exec"), namespace)  # noqa: S102 - the notebook's own
-    checks = shell.transform_cell(last_self_check([str(s) for s in shell.user_ns.get("In", [])]))
+    raw = getattr(getattr(shell, "history_manager", None), "input_hist_raw", None)  # `In` holds the transformed
+    history = raw if raw else shell.user_ns.get("In", [])  # code: a `%%on` cell there calls run_cell_magic on the
+    checks = shell.transform_cell(last_self_check([str(s) for s in history]))  # real namespace, not this copy
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         exec(compile(checks, "<self-check>", "exec"), namespace)  # noqa: S102

@@ -82,6 +82,22 @@ def test_solution_magic_checks_the_solution_in_a_copy_and_leaves_the_answers_alo
         InteractiveShell.clear_instance()
 
 
+def test_solution_magic_checks_a_self_check_cell_that_is_gated_by_on(capsys) -> None:
+    """The self-check cell of a local-only exercise starts with `%%on local`: its answer comes from the copy too."""
+    shell = _shell_with_target("local")
+    try:
+        shell.run_cell("from helpers.notebook import self_check\nanswer = None  # your answer", store_history=True)
+        shell.run_cell('%%on local\nexpected = 6 * 7\nself_check("exercise 1", answer, expected)', store_history=True)
+        good = shell.run_cell("%%solution local\nanswer = 42", store_history=True)
+        assert good.success, good.error_in_exec
+        assert "1 of 1 self-checks say correct" in capsys.readouterr().out
+        assert shell.user_ns["answer"] is None
+    finally:
+        from IPython.core.interactiveshell import InteractiveShell
+
+        InteractiveShell.clear_instance()
+
+
 def test_solution_magic_with_a_need_is_skipped_on_the_other_target(capsys) -> None:
     shell = _shell_with_target("eks")
     try:
