@@ -38,9 +38,16 @@ def table(rows: Iterable[Mapping[str, Any]] | Any, name: str, precision: int | N
     frame = frame.astype(object).where(frame.notna(), "")  # an absent value shows as blank, never as nan/None
     styles = [{"selector": "th, td", "props": "text-align: left; vertical-align: top;"}]
     styler = frame.style.hide(axis="index").set_uuid(name).set_table_styles(styles)
-    if precision is not None:
-        styler = styler.format(precision=precision)
-    return styler
+    return styler.format(precision=precision) if precision is not None else styler.format(plain_number)
+
+
+def plain_number(value: Any) -> str:
+    """A table cell as a reader writes it: 0.57 not 0.570000, 12 not 12.000000; other values as they are."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
 
 
 def code_block(text: str, language: str = "yaml") -> Any:

@@ -107,3 +107,13 @@ def test_solution_magic_with_a_need_is_skipped_on_the_other_target(capsys) -> No
         from IPython.core.interactiveshell import InteractiveShell
 
         InteractiveShell.clear_instance()
+
+
+def test_table_shows_numbers_as_a_reader_writes_them_and_no_nan() -> None:
+    from helpers.notebook import table
+
+    html = table([{"a": 0.57, "b": 40.2, "c": 12.0, "d": 4.6016, "e": None, "f": "text"},
+                  {"a": 0.1 + 0.2, "b": float("nan"), "c": 3, "d": 110.44, "e": 1.5, "f": ""}], "numbers").to_html()
+    for shown in (">0.57<", ">40.2<", ">12<", ">4.6016<", ">0.3<", ">110.44<", ">1.5<", ">text<"):
+        assert shown in html, shown
+    assert "0.570000" not in html and "nan" not in html.lower() and "None" not in html

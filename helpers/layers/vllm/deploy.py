@@ -47,15 +47,7 @@ def hf_token_secret(namespace: str) -> dict[str, Any] | None:
     token = hf_token_from_environment()
     if not token:
         return None
-    ref = chapter_parameters(CHAPTER)["hf_token_secret"]
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": ref["name"], "namespace": namespace,
-                     "labels": {**COMMON_LABELS, "app.kubernetes.io/component": "vllm"}},
-        "type": "Opaque",
-        "stringData": {ref["key"]: token},
-    }
+    return vllm_secret("hf_token_secret", namespace, token)
 
 
 def api_key_secret(namespace: str, settings: Settings) -> dict[str, Any]:
@@ -66,14 +58,19 @@ def api_key_secret(namespace: str, settings: Settings) -> dict[str, Any]:
     if settings.model_server_api_key is None:
         raise WorkshopError("No model server API key (WORKSHOP_MODEL_SERVER_API_KEY): vLLM cannot get --api-key.",
                             "Run `python -m helpers.local.doctor` to generate the workshop secrets.")
-    ref = chapter_parameters(CHAPTER)["api_key_secret"]
+    return vllm_secret("api_key_secret", namespace, settings.model_server_api_key.get_secret_value())
+
+
+def vllm_secret(parameter: str, namespace: str, value: str) -> dict[str, Any]:
+    """A Secret the vLLM pods read, named and keyed by chapter 02's `parameter` entry, holding `value`."""
+    ref = chapter_parameters(CHAPTER)[parameter]
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": ref["name"], "namespace": namespace,
                      "labels": {**COMMON_LABELS, "app.kubernetes.io/component": "vllm"}},
         "type": "Opaque",
-        "stringData": {ref["key"]: settings.model_server_api_key.get_secret_value()},
+        "stringData": {ref["key"]: value},
     }
 
 
