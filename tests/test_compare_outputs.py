@@ -209,3 +209,18 @@ def test_same_verdicts_as_real_nbval(tmp_path: Path):
     for name, (variant, expected) in cases.items():
         ours = {m.cell for m in compare_outputs.compare(fresh, variant)}
         assert ours == nbval[f"variant_{name}"] == expected, (name, ours, nbval[f"variant_{name}"], expected)
+
+
+def test_timestamps_are_masked_when_committed_and_equal_when_compared() -> None:
+    fresh = "saved build/evaluation/ragas-20261206T075552Z.json, modified 2026-12-06T07:53:42+00:00"
+    committed = sanitize_notebooks.clean_text(fresh, [])
+    assert committed == "saved build/evaluation/ragas-<timestamp>.json, modified <timestamp>"
+    later = fresh.replace("075552Z", "091500Z").replace("07:53:42", "09:15:00")
+    patterns = compare_outputs.sanitize_patterns()
+
+    def masked(text: str) -> str:
+        for regex, replacement in patterns.items():
+            text = re.sub(regex, replacement, text)
+        return text
+
+    assert masked(committed) == masked(later)

@@ -7,6 +7,7 @@ sanitizing them; `check` fails when a committed notebook leaks a secret, a path 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ SECRET_PATTERNS = [
     re.compile(r"(?:sk|pk)-lf-[0-9a-f-]{20,}"),
     re.compile(r"tvly-[A-Za-z0-9]{20,}"),
 ]
+TIMESTAMP_PATTERN = re.compile(r"\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})?|\b\d{8}T\d{6}Z")
 PATH_PATTERN = re.compile(r"(?<![\w.])/(?:root|home|tmp|work|Users|private/var)/[^\s'\"<>)\],]*")
 VOLATILE_NB_META = ("papermill",)
 VOLATILE_CELL_META = ("execution", "papermill")
@@ -44,12 +46,13 @@ def env_secrets() -> list[str]:
 
 
 def clean_text(text: str, secrets: list[str]) -> str:
-    """Redact secrets and replace machine paths with portable ones."""
+    """Redact secrets, replace machine paths with portable ones and timestamps with `<timestamp>`."""
     for value in secrets:
         text = text.replace(value, "<redacted>")
     for pattern in SECRET_PATTERNS:
         text = pattern.sub("<redacted>", text)
     text = text.replace(str(ROOT), ".").replace(str(Path.home()), "~")
+    text = TIMESTAMP_PATTERN.sub("<timestamp>", text)  # a committed output must not change from run to run
     return PATH_PATTERN.sub("<path>", text)
 
 
@@ -105,6 +108,9 @@ def problems(path: Path) -> list[str]:
         found.append("holds papermill run metadata (timestamps)")
     if any("execution" in c.metadata for c in nb.cells):
         found.append("holds per-cell execution timestamps")
+    outputs = json.dumps([c.get("outputs", []) for c in nb.cells if c.cell_type == "code"])
+    if m := TIMESTAMP_PATTERN.search(outputs):
+        found.append(f"an output holds a timestamp ({m.group(0)}): re-run tools/sanitize_notebooks.py refresh")
     return found
 
 
