@@ -156,7 +156,24 @@ def port_owner(port: int, host: str = "127.0.0.1") -> str | None:
                     return f"pid {conn.pid}"
     except psutil.AccessDenied:
         pass
-    return "a process this user cannot see"
+    return UNSEEN_OWNER
+
+
+UNSEEN_OWNER = "a process this user cannot see"
+
+
+def port_owner_after_exit(port: int, host: str = "127.0.0.1", grace: float = 5.0) -> str | None:
+    """port_owner, waiting up to `grace` seconds while no visible process holds the port.
+
+    A killed multi-threaded server (llama.cpp's, uvicorn's) shows as dead as soon as its main thread is a zombie,
+    but its sockets close only when its last thread has exited: for that moment the port is bound by nobody one
+    can name. A port still bound after the grace period is reported as before."""
+    deadline = time.monotonic() + grace
+    owner = port_owner(port, host)
+    while owner == UNSEEN_OWNER and time.monotonic() < deadline:
+        time.sleep(0.1)
+        owner = port_owner(port, host)
+    return owner
 
 
 # ---------------------------------------------------------------- restarts

@@ -133,7 +133,7 @@ def _spawn(name: str, argv: list[str], env: dict[str, str], settings: Settings) 
 
 def _start_locked(service: Service, settings: Settings, restarts: dict | None = None) -> psutil.Process:
     port = service.port(settings)
-    owner = port_owner(port, settings.host)
+    owner = records.port_owner_after_exit(port, settings.host)
     if owner:
         raise PortInUse(
             f"Port {port} on {settings.host}, needed by {service.name}, is taken by {owner}. "
