@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import pytest
 
 from helpers.config import Settings
@@ -55,19 +59,23 @@ def test_shorten_vectors_cuts_every_vector_and_keeps_everything_else() -> None:
     ]
 
 
-def _shell_with_target(target_name: str):  # a real IPython shell with the workshop's magics
+@contextmanager
+def shell_for(target_name: str) -> Iterator[Any]:
+    """A real IPython shell with the workshop's magics for a target, cleared afterwards."""
     from IPython.core.interactiveshell import InteractiveShell
 
     from helpers.notebook import register_magics
 
     shell = InteractiveShell.instance()
     register_magics(Target(target_name, SETTINGS))
-    return shell
+    try:
+        yield shell
+    finally:
+        InteractiveShell.clear_instance()
 
 
 def test_solution_magic_checks_the_solution_in_a_copy_and_leaves_the_answers_alone(capsys) -> None:
-    shell = _shell_with_target("local")
-    try:
+    with shell_for("local") as shell:
         shell.run_cell("from helpers.notebook import self_check\nanswer = None  # your answer", store_history=True)
         shell.run_cell('self_check("exercise 1", answer, 42)', store_history=True)
         good = shell.run_cell("%%solution\nanswer = 6 * 7", store_history=True)
@@ -76,37 +84,23 @@ def test_solution_magic_checks_the_solution_in_a_copy_and_leaves_the_answers_alo
         bad = shell.run_cell("%%solution\nanswer = 41", store_history=True)
         assert not bad.success and isinstance(bad.error_in_exec, AssertionError)
         assert "not quite: 41" in str(bad.error_in_exec)
-    finally:
-        from IPython.core.interactiveshell import InteractiveShell
-
-        InteractiveShell.clear_instance()
 
 
 def test_solution_magic_checks_a_self_check_cell_that_is_gated_by_on(capsys) -> None:
     """The self-check cell of a local-only exercise starts with `%%on local`: its answer comes from the copy too."""
-    shell = _shell_with_target("local")
-    try:
+    with shell_for("local") as shell:
         shell.run_cell("from helpers.notebook import self_check\nanswer = None  # your answer", store_history=True)
         shell.run_cell('%%on local\nexpected = 6 * 7\nself_check("exercise 1", answer, expected)', store_history=True)
         good = shell.run_cell("%%solution local\nanswer = 42", store_history=True)
         assert good.success, good.error_in_exec
         assert "1 of 1 self-checks say correct" in capsys.readouterr().out
         assert shell.user_ns["answer"] is None
-    finally:
-        from IPython.core.interactiveshell import InteractiveShell
-
-        InteractiveShell.clear_instance()
 
 
 def test_solution_magic_with_a_need_is_skipped_on_the_other_target(capsys) -> None:
-    shell = _shell_with_target("eks")
-    try:
+    with shell_for("eks") as shell:
         done = shell.run_cell("%%solution local\nraise RuntimeError('must not run')", store_history=True)
         assert done.success and "checked on the local target" in capsys.readouterr().out
-    finally:
-        from IPython.core.interactiveshell import InteractiveShell
-
-        InteractiveShell.clear_instance()
 
 
 def test_table_shows_numbers_as_a_reader_writes_them_and_no_nan() -> None:

@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     left = leftover_processes(state_dir)
     print_results(results)
     if args.json:
-        write_measurement(args.json.resolve(), results)
+        write_measurement(args.json, results)  # it resolves the path itself
         print(f"wrote {args.json}")
     rows = summarise(results)
     rows.append(row("processes of the agent bench's stack left", str(len(left)), "0", not left))
