@@ -77,7 +77,7 @@ def test_summary_shows_each_mean_beside_its_parse_failure_rate() -> None:
     assert rows["answer_relevancy"]["mean score"] == 0.7
     assert rows["context_precision"]["other errors"] == 1 and rows["context_precision"]["parse-failure rate"] == "0%"
     assert rows["context_precision"]["mean score"] == 0.5
-    assert results[1].row()["faithfulness"] == "parse_failure" and results[0].row()["faithfulness"] == "1.00"
+    assert results[1].row()["faithfulness"] == "parse_failure" and results[0].row()["faithfulness"] == 1.0
     samples = [r.sample for r in results]
     assert ev.route_accuracy(samples) == (2, 3)
 

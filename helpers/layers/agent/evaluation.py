@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 from helpers.config import ROOT
 from helpers.coroutines import run_coroutine
 from helpers.errors import WorkshopError
+from helpers.layers.agent.rag_metrics import Outcome, RagMetrics
+from helpers.target import Endpoint
 
 if TYPE_CHECKING:
     from helpers.target import Target
@@ -115,8 +117,12 @@ class EvalSample:
 
 
 def collect_with_agent(questions: Iterable[EvalQuestion], supervisor: Any, progress: bool = True) -> list[EvalSample]:
-    """Ask the supervisor agent every question; keep its answer, the contexts it answered from, route and trace."""
+    """Ask the supervisor agent every question; keep its answer, the contexts as it read them, route and trace."""
     from tqdm import tqdm
+
+    from helpers.layers.agent.answers import source_text
+
+    cut = getattr(getattr(supervisor, "config", None), "answer_context_chars", 10**9)  # the writer reads each source cut to this; so does the judge
 
     samples = []
     for q in tqdm(list(questions), desc="agent answers", unit="question", disable=not progress):
@@ -127,8 +133,8 @@ def collect_with_agent(questions: Iterable[EvalQuestion], supervisor: Any, progr
             samples.append(EvalSample(q, "", [], None, None, round(time.perf_counter() - started, 2), "agent",
                                       f"{type(error).__name__}: {str(error)[:200]}"))
             continue
-        samples.append(EvalSample(q, answer.answer, list(answer.contexts), answer.route, answer.trace_id,
-                                  round(time.perf_counter() - started, 2), "agent"))
+        samples.append(EvalSample(q, answer.answer, [source_text(c, cut) for c in answer.contexts], answer.route,
+                                  answer.trace_id, round(time.perf_counter() - started, 2), "agent"))
     return samples
 
 
@@ -165,18 +171,6 @@ def collect_direct(questions: Iterable[EvalQuestion], t: Target, k: int = 3,
 
 
 @dataclass
-class Outcome:
-    """One metric on one sample: the score (None unless ok), a status, and what went wrong."""
-
-    metric: str
-    score: float | None
-    status: str  # "ok", "parse_failure", "error"
-    detail: str = ""
-    seconds: float = 0.0
-    variant: str = ""
-
-
-@dataclass
 class SampleResult:
     """A sample with its three outcomes."""
 
@@ -184,12 +178,15 @@ class SampleResult:
     outcomes: list[Outcome] = field(default_factory=list)
 
     def row(self) -> dict[str, object]:
-        """A table row: the question, route, and each metric's score or failure."""
-        row: dict[str, object] = {"id": self.sample.question.id, "question": self.sample.question.question,
-                                  "route": self.sample.route or "-",
-                                  "expected": self.sample.question.expected_route or "-"}
+        """A table row: the question, route, each metric's score or failure, and what judging it cost."""
+        row: dict[str, object] = {"id": self.sample.question.id, "route": self.sample.route or "-",
+                                  "expected": self.sample.question.expected_route or "-",
+                                  "answer s": self.sample.seconds}
         for o in self.outcomes:
-            row[o.metric] = f"{o.score:.2f}" if o.status == "ok" and o.score is not None else o.status
+            row[o.metric] = round(o.score, 2) if o.status == "ok" and o.score is not None else o.status
+        row["judge calls"] = sum(o.calls for o in self.outcomes)
+        row["judge s"] = round(sum(o.seconds for o in self.outcomes), 1)
+        row["parse failures"] = sum(1 for o in self.outcomes if o.status == "parse_failure")
         return row
 
 
@@ -209,8 +206,25 @@ def classify(value: Any = None, error: BaseException | None = None) -> tuple[flo
     return number, "ok", ""
 
 
+def direct_metrics(t: Target, judge: Endpoint | None = None) -> RagMetrics:
+    """The three metrics asked straight of the judge (default: the gateway's chat route) with ragas' prompts."""
+    return RagMetrics(judge or t.gateway, t.gateway_embeddings, timeout=JUDGE_TIMEOUT)
+
+
+def judge_endpoint(t: Target, model: str = "", base_url: str = "", key: str = "") -> Endpoint:
+    """The judge: the gateway's chat route, another gateway route (`model`), or any OpenAI-compatible `base_url`."""
+    if not model and not base_url:
+        return t.gateway
+    if base_url:
+        from pydantic import SecretStr
+
+        return Endpoint(base_url.rstrip("/"), SecretStr(key) if key else None, model or t.gateway.model,
+                        f"judge at {base_url}")
+    return Endpoint(t.gateway.base_url, t.gateway.api_key, model, f"{t.gateway.via}, route {model!r}")
+
+
 def ragas_metrics(t: Target, llm: Any = None, embeddings: Any = None) -> dict[str, Any]:
-    """The three ragas metrics on the judge (gateway `reasoning` route) and embeddings (gateway `embedding` route)."""
+    """ragas itself (through LangChain) on the gateway: the same three metrics, slower, for a comparison."""
     from helpers.layers.agent import judge
 
     judge.prepare_environment()
@@ -259,14 +273,29 @@ async def ascore_sample(sample: EvalSample, metrics: dict[str, Any]) -> list[Out
     return outcomes
 
 
-def score(samples: Sequence[EvalSample], metrics: dict[str, Any], progress: bool = True) -> list[SampleResult]:
-    """Score every sample with the three metrics (sequentially, with a progress bar)."""
-    from tqdm import tqdm
+def score_direct(sample: EvalSample, metrics: RagMetrics) -> list[Outcome]:
+    """Score one sample with the direct metrics, one judge call after the other."""
+    if sample.error or not sample.contexts:
+        why = sample.error or "no contexts to judge"
+        return [Outcome(name, None, "error", why) for name in METRICS]
+    q = sample.question
+    reference, variant = (q.reference, "with reference") if q.reference else (sample.answer, "without reference")
+    return [metrics.faithfulness(q.question, sample.answer, sample.contexts),
+            metrics.answer_relevancy(q.question, sample.answer),
+            metrics.context_precision(q.question, sample.contexts, reference, variant)]
 
+
+def score(samples: Sequence[EvalSample], metrics: RagMetrics | dict[str, Any],
+          progress: bool = True) -> list[SampleResult]:
+    """Score every sample with the three metrics (sequentially, with a progress bar): direct, or ragas' own."""
+    from tqdm import tqdm
 
     results = []
     for sample in tqdm(list(samples), desc="judging", unit="question", disable=not progress):
-        results.append(SampleResult(sample, run_coroutine(lambda s=sample: ascore_sample(s, metrics))))
+        if isinstance(metrics, RagMetrics):
+            results.append(SampleResult(sample, score_direct(sample, metrics)))
+        else:
+            results.append(SampleResult(sample, run_coroutine(lambda s=sample: ascore_sample(s, metrics))))
     return results
 
 
@@ -285,6 +314,7 @@ def summary_rows(results: Sequence[SampleResult]) -> list[dict[str, object]]:
             "judge parse failures": f"{parse}/{len(outcomes)}",
             "parse-failure rate": f"{parse / len(outcomes):.0%}" if outcomes else "-",
             "other errors": errors,
+            "judge calls": sum(o.calls for o in outcomes),
             "judge seconds": round(sum(o.seconds for o in outcomes), 1),
         })
     return rows
