@@ -183,3 +183,29 @@ def test_an_answer_cut_at_the_token_limit_is_kept_and_marked(local_supervisor) -
     local_supervisor.config.answer_max_tokens = 4  # far too few: Strands raises MaxTokensReachedException
     text = local_supervisor.write_answer("Why is my GPU pod stuck in Pending?", ["Pods wait for a node."], ["Pending"])
     assert text.endswith("(cut short at the answer's token limit)") and len(text) > len(" … (cut short")
+
+
+def test_model_calls_answered_from_the_gateways_cache_are_counted() -> None:
+    import asyncio
+
+    import httpx
+
+    from helpers.layers.agent.steps import CacheHits
+    from helpers.layers.gateway.timing import CACHE_KEY_HEADER
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        cached = request.url.path == "/hit"
+        return httpx.Response(200, headers={CACHE_KEY_HEADER: "abc"} if cached else {}, json={})
+
+    hits = CacheHits()
+    client = hits.watch(httpx.Client(transport=httpx.MockTransport(handler)))
+    client.get("http://gateway/hit"), client.get("http://gateway/miss")
+    assert hits.count == 1
+
+    async def both() -> None:
+        async with hits.watch(httpx.AsyncClient(transport=httpx.MockTransport(handler))) as aclient:
+            await aclient.get("http://gateway/hit")
+            await aclient.get("http://gateway/miss")
+
+    asyncio.run(both())
+    assert hits.count == 2

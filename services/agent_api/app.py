@@ -68,6 +68,7 @@ class QueryResponse(BaseModel):
     first_token_s: float | None = None
     routing: str = "code"
     tools: list[str] = []
+    cache_hits: int = 0  # model calls the gateway answered from its response cache
 
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # proxies must not buffer the events

@@ -47,6 +47,7 @@ class AgentAnswer:
     first_token_s: float | None = None  # seconds from the question to the first streamed answer token
     routing: Routing = "code"  # who routed: code, or the model (agents as tools)
     tools: list[str] = field(default_factory=list)  # model routing: the sub-agents and tools it called, in order
+    cache_hits: int = 0  # model calls the gateway answered from its response cache (their time is a cache look-up)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""

@@ -27,14 +27,19 @@ MODEL_TIMEOUT = 600.0  # seconds per model call: a busy 2-core machine is slow, 
 CUT_SHORT = " … (cut short at the answer's token limit)"
 
 
-def async_client(endpoint: Endpoint, timeout: float = MODEL_TIMEOUT) -> Any:
-    """An AsyncOpenAI client on the endpoint whose requests carry the current span's traceparent."""
+def async_client(endpoint: Endpoint, timeout: float = MODEL_TIMEOUT, cache_hits: Any = None) -> Any:
+    """An AsyncOpenAI client on the endpoint whose requests carry the current span's traceparent.
+
+    With `cache_hits` (steps.CacheHits), every answer the gateway served from its response cache is counted."""
     import openai
 
     from helpers.layers.observability import tracing
 
+    http = tracing.async_http_client(timeout=timeout)
+    if cache_hits is not None:
+        cache_hits.watch(http)
     return openai.AsyncOpenAI(base_url=endpoint.base_url, api_key=endpoint.key() or "none", max_retries=1,
-                              timeout=timeout, http_client=tracing.async_http_client(timeout=timeout))
+                              timeout=timeout, http_client=http)
 
 
 def chat_model(endpoint: Endpoint, max_tokens: int, client: Any = None, stream: bool = True) -> Any:

@@ -125,7 +125,7 @@ class Judge:
     """RAGAs context precision without reference, one chunk per call, straight to an OpenAI-compatible chat route."""
 
     def __init__(self, endpoint: Endpoint, reason_chars: int = 0, max_tokens: int | None = None,
-                 timeout: float = JUDGE_TIMEOUT, client: Any = None) -> None:
+                 timeout: float = JUDGE_TIMEOUT, client: Any = None, cache_hits: Any = None) -> None:
         from helpers.layers.observability import tracing
 
         self.endpoint = endpoint
@@ -133,8 +133,12 @@ class Judge:
         # {"verdict": 1} is 6-8 tokens; a reason of n characters is about n/4 more. The cap only stops a runaway
         # (e.g. a server that ignores the schema): a reply cut there is a parse failure, counted by the caller.
         self.max_tokens = max_tokens or (16 + reason_chars // 2)
-        self.client = client or endpoint.client(timeout=timeout, max_retries=1,
-                                                http_client=tracing.http_client(timeout=timeout))
+        if client is None:
+            http = tracing.http_client(timeout=timeout)
+            if cache_hits is not None:  # steps.CacheHits: counts the verdicts the gateway's cache answered
+                cache_hits.watch(http)
+            client = endpoint.client(timeout=timeout, max_retries=1, http_client=http)
+        self.client = client
 
     def request(self, question: str, context: str, answer: str) -> dict[str, Any]:
         """The chat-completion request for one verdict (what is sent; useful to show and to test)."""

@@ -3,6 +3,7 @@ first answer token, and the events a streamed answer sends (helpers.layers.agent
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +24,35 @@ def trace_id(span: Any) -> str | None:
     """The span's trace id as 32 hex digits, or None when nothing is traced."""
     ctx = span.get_span_context()
     return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+
+class CacheHits:
+    """Counts the model calls the gateway answered from its response cache (such an answer names its cache key)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def note(self, response: Any) -> None:
+        """httpx response hook: count the response if it came from the gateway's cache."""
+        from helpers.layers.gateway.timing import CACHE_KEY_HEADER
+
+        if CACHE_KEY_HEADER in response.headers:
+            with self._lock:
+                self.count += 1
+
+    async def note_async(self, response: Any) -> None:
+        """The same hook for httpx.AsyncClient, whose hooks must be coroutines."""
+        self.note(response)
+
+    def watch(self, http_client: Any) -> Any:
+        """Add the hook to an httpx client (sync or async) and return it."""
+        import httpx
+
+        hook = self.note_async if isinstance(http_client, httpx.AsyncClient) else self.note
+        hooks = http_client.event_hooks
+        http_client.event_hooks = {**hooks, "response": [*hooks.get("response", []), hook]}
+        return http_client
 
 
 class AskRun:

@@ -44,7 +44,7 @@ from helpers.layers.agent.answers import (  # noqa: F401 - re-exported: the agen
     hit_source, parse_save_request, source_text, web_source)
 from helpers.layers.agent.judge import exact_precision  # noqa: F401 - part of the agent API
 from helpers.layers.agent.questions import QUESTIONS_FILE, load_questions  # noqa: F401 - part of the agent API
-from helpers.layers.agent.steps import AskRun, trace_id, tracer
+from helpers.layers.agent.steps import AskRun, CacheHits, trace_id, tracer
 from helpers.layers.agent.streaming import Cancelled, EventStream, stream_events
 from helpers.target import Endpoint, Target
 
@@ -97,6 +97,7 @@ class Supervisor:
         self._store = store
         self._judge: Any = None
         self._client: Any = None
+        self.cache_hits = CacheHits()  # model calls of this supervisor the gateway's response cache answered
         self._router: Any = None
         self._tool_agents: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -119,13 +120,13 @@ class Supervisor:
         if self._judge is None:
             from helpers.layers.agent.judge import Judge
 
-            self._judge = Judge(self.gateway, reason_chars=self.config.judge_reason_chars)
+            self._judge = Judge(self.gateway, reason_chars=self.config.judge_reason_chars, cache_hits=self.cache_hits)
         return self._judge
 
     def client(self) -> Any:
         """The one AsyncOpenAI client every model call of this supervisor shares (traceparent on each request)."""
         if self._client is None:
-            self._client = chat.async_client(self.gateway)
+            self._client = chat.async_client(self.gateway, cache_hits=self.cache_hits)
         return self._client
 
     def chat_model(self, max_tokens: int | None = None) -> Any:
@@ -247,6 +248,7 @@ class Supervisor:
         question = check_question(question)
         routing = check_routing(routing or self.routing)
         run = AskRun(emit)
+        hits_before = self.cache_hits.count
         with tracer().start_as_current_span("agent.ask", attributes={"agent.question": question[:200],
                                                                      "agent.routing": routing}) as root:
             if routing == "model":
@@ -260,6 +262,7 @@ class Supervisor:
             root.set_attribute("agent.route", answer.route)
         run.finish()
         answer.timings, answer.steps, answer.first_token_s = run.timings, run.steps(), run.first_token_s
+        answer.cache_hits = self.cache_hits.count - hits_before
         run.emit("final", answer.public())
         return answer
 
