@@ -132,7 +132,8 @@ def book_target() -> Any:
 
 
 def workshop_workloads(t: Any) -> list[Any]:
-    """What the finished platform runs, as notebook 01 counts it: every chapter's workloads plus the operators' pods."""
+    """Everything the platform can run, as notebook 01 counts it: every chapter's workloads (the on-demand and
+    optional ones too) plus the operators' pods. `scheduling.default_workloads` keeps what is deployed by default."""
     from helpers.infra import k8s, scheduling
 
     operator_pods = [
@@ -141,7 +142,7 @@ def workshop_workloads(t: Any) -> list[Any]:
         for release in k8s.operator_releases(t.flavour, t.settings.namespace, t.settings.cluster_name)
         for pod, cpu, memory in release.pods
     ]
-    return scheduling.platform_workloads(t.render_all()) + operator_pods
+    return scheduling.platform_workloads(t.render_all(include_on_demand=True)) + operator_pods
 
 
 def nodes_text(report: Any) -> str:
@@ -162,7 +163,8 @@ def cost_pages(titles: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     settings, flavour = t.settings, t.flavour
     pools = scheduling.node_pools(t)
     table = aws.load_instance_types()
-    workloads = workshop_workloads(t)
+    every_workload = workshop_workloads(t)
+    workloads = scheduling.default_workloads(every_workload)  # the default platform; optional parts priced apart
     report = scheduling.platform_cost(workloads, pools, table)
     if report.unplaced:
         raise RuntimeError(f"cost: no node pool can host {', '.join(report.unplaced)}; fix the manifests first")
@@ -200,6 +202,9 @@ def cost_pages(titles: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
         raise RuntimeError(f"cost: the per-notebook steps add up to {previous}, not the platform's {report.total}")
     files["cost-by-notebook.md"] = md_table(rows)
 
+    optional = scheduling.optional_costs(every_workload, pools, table)
+    files["cost-optional.md"] = md_table(optional)
+
     files["cost-excluded.md"] = "".join(f"- {item}\n" for item in report.excludes)
     files["cost-volumes.md"] = volumes_table(t)
 
@@ -215,6 +220,8 @@ def cost_pages(titles: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     gpu_quota = aws.QUOTAS["gpu"]
     gpu_part = next(p for p in report.parts if p.pool == "gpu" and "root volume" not in p.item)
     gpu_vcpus = report.vcpus_by_quota()["gpu"]
+    additive = [w for w in every_workload if (part := scheduling.optional_part(w)) is not None and not part.replaces]
+    everything = scheduling.platform_cost(workloads + additive, pools, table)  # as notebook 01: every part that adds
     files["quota-commands.md"] = quota_commands(gpu_quota.service_code, gpu_quota.quota_code, gpu_vcpus,
                                                 settings.aws_region)
     subs = {
@@ -222,6 +229,7 @@ def cost_pages(titles: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
         "region": settings.aws_region,
         "price_source": f"`{gpu_part.source.removeprefix('on-demand, ')}`",
         "cost_total": dollars(report.total),
+        "optional_parts": ", ".join(row["optional part"] for row in optional),
         "cost_monthly": dollars(report.monthly, 0),
         "cost_max": dollars(at_max.total),
         "cost_gpu": dollars(gpu_hourly),
@@ -235,6 +243,7 @@ def cost_pages(titles: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
         "gpu_quota_name": gpu_quota.name,
         "gpu_quota_url": f"[Service Quotas console]({quota_console_url(gpu_quota.quota_code, settings.aws_region)})",
         "gpu_vcpus_needed": str(gpu_vcpus),
+        "gpu_vcpus_all_parts": str(everything.vcpus_by_quota()["gpu"]),
         "gpu_instance": gpu_part.instance_type,
         "gpu_instance_vcpus": str(table[gpu_part.instance_type].vcpu),
     }
@@ -265,19 +274,42 @@ def volumes_table(t: Any) -> str:
     """The PersistentVolumeClaims the target's rendered manifests create, and what their gp3 storage costs per hour."""
     from helpers.infra import scheduling
 
+    manifests = t.render_all(include_on_demand=True)
+    switches = optional_claims(manifests)
     rows, total = [], Decimal(0)
-    for m in t.render_all():
+    for m in manifests:
         if m.kind != "PersistentVolumeClaim":
             continue
         size = (((m.doc.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage", "0")
         gib = Decimal(str(scheduling.quantity_gib(size)))
         hourly = scheduling.GP3_PER_GB_MONTH * gib / scheduling.HOURS_PER_MONTH
-        total += hourly
-        rows.append({"claim": m.name, "chapter": m.chapter, "size": size, "$/h": f"{scheduling.money(hourly)}"})
+        if m.name not in switches:
+            total += hourly
+        rows.append({"claim": m.name, "chapter": m.chapter, "size": size, "$/h": f"{scheduling.money(hourly)}",
+                     "created": f"only with {switches[m.name]}" if m.name in switches else "by default"})
     if not rows:
         return "*(no chapter creates a PersistentVolumeClaim yet)*\n"
-    rows.append({"claim": "TOTAL", "$/h": f"{scheduling.money(total)}"})
+    rows.append({"claim": "TOTAL (by default)", "$/h": f"{scheduling.money(total)}"})
     return md_table(rows, bold_last=True)
+
+
+def optional_claims(manifests: list[Any]) -> dict[str, str]:
+    """The claims that only an optional part's pods mount, each with the switch that deploys that part."""
+    from helpers.infra import scheduling
+
+    mounted: dict[str, set[str]] = {}
+    for m in manifests:
+        template = ((m.doc.get("spec") or {}).get("template") or {}).get("spec") or {}
+        for volume in template.get("volumes") or []:
+            claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            if claim:
+                mounted.setdefault(claim, set()).add(m.name)
+    switches = {}
+    for claim, owners in mounted.items():
+        parts = {part for part in scheduling.OPTIONAL_PARTS if owners <= set(part.objects)}
+        if len(parts) == 1:
+            switches[claim] = parts.pop().switch
+    return switches
 
 
 def scale_down_table(t: Any) -> str:
