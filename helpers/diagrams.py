@@ -55,6 +55,13 @@ class Box:
     title: str
     lines: tuple[str, ...]
     layer: Layer
+    optional: bool = False  # deployed only on request: drawn with a dashed border
+
+
+def _gpus_text(server: dict) -> str:
+    """'TP=4 on 4 GPUs': a vLLM server's tensor parallelism and GPUs, as chapter 02's parameters.yaml sets them."""
+    gpus = int(server["gpus"])
+    return f"TP={server['tensor_parallel']} on {gpus} GPU{'s' if gpus != 1 else ''}"
 
 
 def _components(target: str) -> list[Box]:
@@ -71,17 +78,22 @@ def _components(target: str) -> list[Box]:
             "OpenSearch" if eks else "Milvus Lite",
             ("Amazon OpenSearch", "k-NN vector index") if eks else ("vector store", "one local file"), "data"),
         Box("gateway", centre[0], 33.5, centre[1], 8.4, "LiteLLM gateway",
-            ("OpenAI-compatible proxy", "PII guardrail · virtual keys"), "gateway"),
+            ("OpenAI-compatible proxy", "PII guardrail · virtual keys" if eks else "PII guardrail · master key"),
+            "gateway"),
         Box("cache", left[0], 33.5, left[1], 8.4, "Redis cache", ("gateway", "response cache"), "data"),
         Box("traces", right[0], 33.5, right[1], 8.4, "Langfuse" if eks else "Arize Phoenix",
             ("traces (OTLP)", "self-hosted, Helm") if eks else ("traces (OTLP)", "local trace UI"), "observability"),
     ]
     if eks:
+        from helpers.infra.manifests import chapter_parameters
+
+        servers = chapter_parameters("02-vllm")["servers"]
         boxes += [
             Box("chat", 1.5, 16.5, 20.5, 10.0, "vLLM · Qwen3-14B",
-                ("chat + tool calls", "TP=4 on 4 GPUs", "pool: gpu"), "hosting"),
+                ("chat + tool calls", _gpus_text(servers["reasoning"]), "pool: gpu"), "hosting"),
             Box("vision", 23.75, 16.5, 20.5, 10.0, "vLLM vision",
-                ("Qwen2.5-VL-7B", "TP=4 on 4 GPUs", "pool: gpu"), "hosting"),
+                ("Qwen2.5-VL-7B", f"{_gpus_text(servers['vision'])} · pool: gpu", "optional: DEPLOY_VISION"),
+                "hosting", optional=True),
             Box("embed", 46.0, 16.5, 20.5, 10.0, "Ray Serve + llama.cpp",
                 ("embeddings on CPU", "KubeRay RayService", "pool: graviton"), "hosting"),
         ]
@@ -98,7 +110,8 @@ def _components(target: str) -> list[Box]:
 def _draw_box(ax: Axes, box: Box) -> None:
     fill, edge = LAYER_COLOURS[box.layer]
     ax.add_patch(FancyBboxPatch((box.x, box.y), box.w, box.h, boxstyle="round,pad=0,rounding_size=1.1",
-                                facecolor=fill, edgecolor=edge, linewidth=1.5, zorder=2))
+                                facecolor=fill, edgecolor=edge, linewidth=1.5, zorder=2,
+                                linestyle=(0, (4, 2)) if box.optional else "-"))
     top = box.y + box.h - 1.05
     ax.text(box.x + box.w / 2, top, box.title, ha="center", va="top", fontsize=10.5, fontweight="bold",
             color=INK, zorder=4, family=FONT)

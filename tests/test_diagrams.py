@@ -15,8 +15,10 @@ from helpers import diagrams
 COMMON = ("Client / notebook", "Strands supervisor agent", "agent API", "MCP servers", "web search", "filesystem",
           "LiteLLM gateway", "Redis cache", "PII guardrail", "Ray Serve + llama.cpp", "embeddings", "OTLP",
           "request path", "OTLP traces", "model hosting", "gateway", "data", "agent", "observability")
-LOCAL = ("local — one laptop", "llama.cpp server", "stand-in for vLLM", "local Ray", "Milvus Lite", "Arize Phoenix")
-EKS = ("eks — Amazon EKS", "vLLM · Qwen3-14B", "TP=4", "pool: gpu", "vLLM vision", "Qwen2.5-VL-7B",
+LOCAL = ("local — one laptop", "llama.cpp server", "stand-in for vLLM", "local Ray", "Milvus Lite", "Arize Phoenix",
+         "master key")
+EKS = ("eks — Amazon EKS", "vLLM · Qwen3-14B", "TP=4 on 4 GPUs", "pool: gpu", "vLLM vision", "Qwen2.5-VL-7B",
+       "TP=1 on 1 GPU", "optional: DEPLOY_VISION", "virtual keys",
        "KubeRay RayService", "pool: graviton", "Amazon OpenSearch", "k-NN", "Langfuse", "Karpenter node pools",
        "gpu", "graviton", "x86", "inf2")
 
@@ -27,7 +29,7 @@ def _texts(fig: Figure) -> list[matplotlib.text.Text]:
 
 @pytest.mark.parametrize(("target", "expected", "absent"), [
     (None, COMMON + LOCAL + EKS, ()),
-    ("local", COMMON + LOCAL, ("Langfuse", "vLLM vision", "Karpenter node pools")),
+    ("local", COMMON + LOCAL, ("Langfuse", "vLLM vision", "Karpenter node pools", "virtual keys")),
     ("eks", COMMON + EKS, ("Milvus Lite", "Arize Phoenix", "llama.cpp server")),
 ])
 def test_figure_has_expected_labels(target: str | None, expected: tuple[str, ...], absent: tuple[str, ...]) -> None:

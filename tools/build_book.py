@@ -8,9 +8,10 @@ book is typed by hand and no page links to a notebook that does not exist yet:
 - `_config.yml`: book/_config.yml plus MyST substitutions: `{{ nb02 }}` is a link to notebook 02 when it
   exists (else its name in plain text), `{{ cost_total }}` and friends are computed by helpers.infra.scheduling.
 - `generated/*.md`: tables the pages pull in with `{include}` (computed in tools/book_tables.py): the chapters, the local services, the hourly
-  cost part by part (`scheduling.platform_cost(workloads, pools).rows()` for `Target("eks")`), what each notebook
-  adds to it, the spend caps, how each pool scales down, the probes of every server, and the Pending-pod decoder
+  cost part by part of the default platform (`scheduling.platform_cost(default_workloads, pools).rows()` for
+  `Target("eks")`), the optional parts priced apart, what each notebook adds to it, the spend caps, how each pool scales down, the probes of every server, and the Pending-pod decoder
   on real event texts.
+- `images/architecture.png`: drawn again from helpers.diagrams (the committed copy is for readers of the repository).
 """
 
 from __future__ import annotations
@@ -135,6 +136,9 @@ def stage() -> Path:
     if STAGE.exists():
         shutil.rmtree(STAGE)
     shutil.copytree(ROOT / "book", STAGE, ignore=shutil.ignore_patterns("_build", "_toc.yml"))
+    from helpers import diagrams
+
+    diagrams.save_architecture(STAGE / "images" / "architecture.png")  # drawn from the code, never a stale copy
     (STAGE / "notebooks").mkdir()
     from helpers import chapters
 
