@@ -200,9 +200,9 @@ def _draw_panel(ax: Axes, target: str) -> None:
     _arrow(ax, _edge_point(b["agent"], "bottom"), _edge_point(b["gateway"], "top"), label="OpenAI API",
            label_offset=(0, 0))
     _arrow(ax, _edge_point(b["gateway"], "left"), _edge_point(b["cache"], "right"), kind="link")
-    # traces: the agent and the gateway both export OTLP spans
+    # traces: the agent and the gateway both export OTLP spans (the deployed agent only when its environment says so)
     _arrow(ax, _edge_point(b["agent"], "right", -2.6), (b["traces"].x + 3.0, b["traces"].y + b["traces"].h),
-           kind="trace", label="OTLP", label_at=0.55)
+           kind="trace", label="OTLP, opt-in" if target == "eks" else "OTLP", label_at=0.55)
     _arrow(ax, _edge_point(b["gateway"], "right", -1.5), _edge_point(b["traces"], "left", -1.5), kind="trace")
     gw_bottom = _edge_point(b["gateway"], "bottom")
     servers = ["chat", "vision", "embed"] if target == "eks" else ["chat", "embed"]
