@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -120,6 +122,98 @@ def test_traceparent_round_trip() -> None:
         tracing.parse_traceparent("00-abc-def-01")
 
 
+def test_the_knowledge_embedder_sends_the_callers_traceparent() -> None:
+    from helpers.layers.rag import knowledge
+    from helpers.target import Endpoint
+    from tests.local_http import serve
+
+    def embeddings(request: Any) -> tuple[int, Any]:
+        return 200, {"object": "list", "model": "embedding", "usage": {"prompt_tokens": 1, "total_tokens": 1},
+                     "data": [{"object": "embedding", "index": 0, "embedding": [0.5, 0.5, 0.5]}]}
+
+    provider = TracerProvider()
+    with serve(embeddings) as server:
+        embedder = knowledge.Embedder(Endpoint(server.url + "/v1", None, "embedding", "custom"), dim=3,
+                                      timeout=7.0, max_retries=0)
+        embedder.embed_one("outside any span")
+        with provider.get_tracer("t").start_as_current_span("agent.retrieve") as retrieve:
+            embedder.embed_one("inside the agent's span")
+    outside, inside = ({k.lower(): v for k, v in r.headers.items()} for r in server.requests)
+    assert "traceparent" not in outside, "no span, no trace context"
+    parts = tracing.parse_traceparent(inside["traceparent"])
+    assert parts["trace_id"] == tracing.trace_id_of(retrieve) and parts["sampled"]
+    assert embedder._client.timeout == 7.0 and embedder._client.max_retries == 0
+
+
+# ---------------------------------------------------------------- waiting for a trace and drawing it (no services)
+
+
+def _span(span_id: str, service: str, parent: str | None = None, start: float = 0.0) -> dict[str, Any]:
+    """A span shaped as Phoenix returns it."""
+    return {"name": f"{service} work", "context": {"trace_id": "t" * 32, "span_id": span_id}, "parent_id": parent,
+            "start_time": start, "end_time": start + 0.1, "attributes": {"service.name": service}}
+
+
+class Arriving:
+    """A fake span source: each read returns one more batch, as processes export into the trace store."""
+
+    def __init__(self, *batches: list[dict[str, Any]]) -> None:
+        self.batches = list(batches)
+        self.reads = 0
+
+    def __call__(self) -> list[dict[str, Any]]:
+        self.reads += 1
+        return [s for batch in self.batches[: self.reads] for s in batch]
+
+
+def test_wait_for_spans_waits_for_every_service_and_then_for_the_count_to_settle() -> None:
+    agent = [_span("a", "supervisor-agent"), _span("b", "supervisor-agent", "a")]
+    source = Arriving(agent, agent[:0], [_span("g", spans.GATEWAY_SERVICE, "b")], [_span("m", "model-server", "b")],
+                      [_span("e", "ray-serve", "b")], [_span("x", "model-server", "b")])
+    wanted = {"supervisor-agent", spans.GATEWAY_SERVICE, "model-server"}
+    found = spans.wait_for_spans("t" * 32, expected=2, services=wanted, timeout_s=10, quiet_s=0.2, poll_s=0.05,
+                                 source=source)
+    assert len(found) == 6, "all four services and the late model-server span: the count kept growing until then"
+    assert spans.missing_services(found, wanted | {"ray-serve"}) == []
+    assert source.reads >= 6 + 3, "reads after the last new span, for the quiet period"
+
+
+def test_wait_for_spans_returns_what_arrived_at_the_timeout_and_names_the_missing_services() -> None:
+    import time
+
+    source = Arriving([_span("a", "supervisor-agent"), _span("g", spans.GATEWAY_SERVICE, "a")])
+    wanted = ["supervisor-agent", spans.GATEWAY_SERVICE, "model-server", "ray-serve"]
+    started = time.monotonic()
+    found = spans.wait_for_spans("t" * 32, expected=1, services=wanted, timeout_s=0.4, quiet_s=0.1, poll_s=0.05,
+                                 source=source)
+    assert 0.4 <= time.monotonic() - started < 2.0
+    assert len(found) == 2 and spans.missing_services(found, wanted) == ["model-server", "ray-serve"]
+    assert spans.missing_services([], []) == [] and spans.missing_services([], ["ray-serve"]) == ["ray-serve"]
+
+
+def test_waterfall_has_a_legend_with_every_process_in_its_bar_colour() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    found = [_span("a", "supervisor-agent"), _span("g", spans.GATEWAY_SERVICE, "a", 0.01),
+             _span("m", "model-server", "g", 0.02), _span("e", "ray-serve", "a", 0.005)]
+    rows = spans.span_rows(found)
+    fig = spans.waterfall(rows)
+    try:
+        ax = fig.axes[0]
+        legend = ax.get_legend()
+        assert legend is not None and legend.get_title().get_text() == "process"
+        labels = [text.get_text() for text in legend.get_texts()]
+        assert sorted(labels) == sorted({"supervisor-agent", spans.GATEWAY_SERVICE, "model-server", "ray-serve"})
+        colour = dict(zip(labels, (h.get_facecolor() for h in legend.legend_handles)))
+        for row, bar in zip(rows, ax.patches):
+            assert bar.get_facecolor() == colour[row["service"]], row
+    finally:
+        plt.close(fig)
+
+
 # ---------------------------------------------------------------- the server span (ASGI middleware, in process)
 
 
@@ -208,24 +302,26 @@ class Collector:
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def stored(self, trace_id: str) -> list[dict[str, Any]]:
+        """The spans of one trace received so far, shaped as Phoenix returns them (what `spans` reads)."""
+        return [{"name": s["name"], "parent_id": s["parent_id"] or None, "attributes": {"service.name": s["service"]},
+                 "context": {"trace_id": s["trace_id"], "span_id": s["span_id"]}}
+                for s in list(self.spans) if s["trace_id"] == trace_id]
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
 
 
-@pytest.fixture
-def traced_chain(isolated_settings: config.Settings, no_langfuse, monkeypatch: pytest.MonkeyPatch
-                 ) -> Iterator[tuple[Target, Collector]]:
-    """An isolated model server (smoke model) and LiteLLM gateway exporting to a collector on the Phoenix port."""
+@contextmanager
+def traced_stack(monkeypatch: pytest.MonkeyPatch, requires: tuple[str, ...]) -> Iterator[tuple[Target, Collector]]:
+    """An isolated LiteLLM gateway in front of `requires`, exporting to a collector on the Phoenix port."""
     from helpers.layers.gateway import local as gateway_local
 
     if not gateway.proxy_installed():
         pytest.skip(f"the gateway's environment does not exist; create it with {gateway_local.INSTALL_COMMANDS}")
-    monkeypatch.setenv("WORKSHOP_CHAT_MODEL", isolated_settings.smoke_model)
     settings = config.reload_settings()
-    # the chat route only: the gateway's embedding backend (Ray Serve) is not part of this chain
-    monkeypatch.setitem(stack.SERVICES, "gateway", dataclasses.replace(stack.SERVICES["gateway"],
-                                                                       requires=("model-server",)))
+    monkeypatch.setitem(stack.SERVICES, "gateway", dataclasses.replace(stack.SERVICES["gateway"], requires=requires))
     # the local gateway traces when a trace store is there to receive spans; the collector stands in for Phoenix
     monkeypatch.setattr(trace_store, "phoenix_installed", lambda: True)
     collector = Collector(settings.phoenix_port)
@@ -236,6 +332,25 @@ def traced_chain(isolated_settings: config.Settings, no_langfuse, monkeypatch: p
     finally:
         stack.down()
         collector.close()
+
+
+@pytest.fixture
+def traced_chain(isolated_settings: config.Settings, no_langfuse, monkeypatch: pytest.MonkeyPatch
+                 ) -> Iterator[tuple[Target, Collector]]:
+    """An isolated model server (smoke model) and LiteLLM gateway exporting to a collector on the Phoenix port."""
+    monkeypatch.setenv("WORKSHOP_CHAT_MODEL", isolated_settings.smoke_model)
+    # the chat route only: the gateway's embedding backend (Ray Serve) is not part of this chain
+    with traced_stack(monkeypatch, requires=("model-server",)) as chain:
+        yield chain
+
+
+@pytest.fixture
+def traced_embedding_chain(isolated_settings: config.Settings, no_langfuse, monkeypatch: pytest.MonkeyPatch
+                           ) -> Iterator[tuple[Target, Collector]]:
+    """An isolated Ray Serve app (and the model server its chat route needs) behind a traced LiteLLM gateway."""
+    monkeypatch.setenv("WORKSHOP_CHAT_MODEL", isolated_settings.smoke_model)
+    with traced_stack(monkeypatch, requires=("ray-serve",)) as chain:
+        yield chain
 
 
 @pytest.mark.services
@@ -263,6 +378,30 @@ def test_one_trace_id_from_the_client_through_the_gateway_to_the_model_server(tr
     assert model_span["parent_id"] in {s["span_id"] for s in ours}, "the model server's span hangs in this trace"
     other = [s for s in collector.spans if s["trace_id"] != trace_id and s["service"] == "model-server"]
     assert not other, "the model server records only requests whose caller is tracing"
+
+
+@pytest.mark.services
+def test_the_knowledge_embedder_joins_the_callers_trace_through_the_gateway_to_ray_serve(
+        traced_embedding_chain) -> None:
+    from helpers.layers.rag import knowledge
+
+    t, collector = traced_embedding_chain
+    dest = tracing.Destination("phoenix", f"http://127.0.0.1:{t.settings.phoenix_port}/v1/traces")
+    provider = tracing.configure("test-agent", dest=dest, set_global=False)
+    embedder = knowledge.Embedder(t.gateway_embeddings)
+    text = f"Why is my GPU pod stuck in Pending? ({uuid.uuid4().hex})"  # new text: the gateway's cache cannot answer
+    with provider.get_tracer("t").start_as_current_span("agent.retrieve") as retrieve:
+        assert embedder.embed_one(text).shape == (embedder.dim,)
+    provider.force_flush()
+    trace_id = tracing.trace_id_of(retrieve)
+    wanted = {"test-agent", spans.GATEWAY_SERVICE, "ray-serve"}
+    ours = spans.wait_for_spans(trace_id, expected=3, services=wanted, timeout_s=30,
+                                source=lambda: collector.stored(trace_id))
+    assert spans.missing_services(ours, wanted) == [], collector.spans
+    ids = {s["context"]["span_id"] for s in ours}
+    ray = [s for s in ours if spans.service_of(s) == "ray-serve"]
+    assert any(s["name"] == "POST /v1/embeddings" and s["parent_id"] in ids for s in ray), ray
+    assert any(s["name"] == "Embedder.embed" for s in ray), "the ingress's call to the Embedder deployment"
 
 
 # ---------------------------------------------------------------- Phoenix receives spans

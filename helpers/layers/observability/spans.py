@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from helpers.config import Settings
@@ -51,19 +51,43 @@ def langfuse_spans(trace_id: str, env: Mapping[str, str] | None = None) -> list[
     return spans
 
 
+QUIET_S = 1.5  # seconds without a new span before a trace counts as complete (exporters send in batches)
+
+
 def wait_for_spans(trace_id: str, expected: int = 1, settings: Settings | None = None, timeout_s: float = 20.0,
-                   services: set[str] | None = None) -> list[dict[str, Any]]:
-    """The trace's spans from the backend, once at least `expected` (and every named service) arrived, or at the timeout."""
-    langfuse = destination(settings).backend == "langfuse"
+                   services: Iterable[str] = (), quiet_s: float = QUIET_S, poll_s: float = 0.5,
+                   source: Callable[[], list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
+    """The trace's spans once `expected` of them and every named service arrived and the count held for `quiet_s`.
+
+    Each process exports its spans in its own batches, so a trace fills up over a second or two: the wait ends when
+    the count has stopped growing, not at the first poll that looks complete. At the timeout it returns what has
+    arrived; `missing_services(spans, services)` names the processes that never reported. `source` reads the spans
+    (default: the backend of `destination(settings)`, Langfuse or the local Phoenix)."""
+    if source is None:
+        langfuse = destination(settings).backend == "langfuse"
+
+        def source() -> list[dict[str, Any]]:
+            return langfuse_spans(trace_id) if langfuse else phoenix_spans(trace_id, settings)
+
+    wanted = set(services)
     deadline = time.monotonic() + timeout_s
-    spans: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        spans = langfuse_spans(trace_id) if langfuse else phoenix_spans(trace_id, settings)
-        seen = {service_of(s) for s in spans}
-        if len(spans) >= expected and (services or set()) <= seen:
-            break
-        time.sleep(0.5)
-    return spans
+    spans = source()
+    count, changed = len(spans), time.monotonic()
+    while True:
+        now = time.monotonic()
+        if len(spans) != count:
+            count, changed = len(spans), now
+        complete = len(spans) >= expected and not missing_services(spans, wanted)
+        if (complete and now - changed >= quiet_s) or now >= deadline:
+            return spans
+        time.sleep(max(0.0, min(poll_s, deadline - now)))
+        spans = source()
+
+
+def missing_services(spans: Iterable[Mapping[str, Any]], services: Iterable[str]) -> list[str]:
+    """The services (process names, as `service_of` reads them) that recorded none of these spans, sorted."""
+    seen = {service_of(s) for s in spans}
+    return sorted(set(services) - seen)
 
 
 GATEWAY_SERVICE = "litellm-gateway"
@@ -132,8 +156,9 @@ def _flatten(attrs: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def waterfall(rows: list[dict[str, Any]], title: str = "one request, one trace") -> Any:
-    """A matplotlib waterfall of span rows: one bar per span, labelled with service, model and tokens."""
+    """A matplotlib waterfall of span rows: a bar per span labelled with model and tokens, a legend of the processes."""
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     services = sorted({r["service"] for r in rows})
     colours = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(services)}
@@ -155,5 +180,7 @@ def waterfall(rows: list[dict[str, Any]], title: str = "one request, one trace")
     ax.set_xlabel("milliseconds since the trace started")
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
+    ax.legend(handles=[Patch(facecolor=colours[s], edgecolor="black", linewidth=0.4, label=s) for s in services],
+              title="process", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title_fontsize=8)
     fig.tight_layout()
     return fig

@@ -274,13 +274,15 @@ class Embedder:
         from openai import OpenAI
 
         from helpers.layers.models import get_spec
+        from helpers.layers.observability import tracing
 
         self.endpoint = endpoint
         self.dim = dim or int(get_spec(get_settings().embedding_model).dimension or 0)
         if self.dim < 1:
             raise ValueError("unknown embedding dimension: pass dim=")
+        # the caller's trace context goes with every request: the gateway and Ray Serve join the caller's trace
         self._client = OpenAI(base_url=endpoint.base_url, api_key=endpoint.key() or "none", timeout=timeout,
-                              max_retries=max_retries)
+                              max_retries=max_retries, http_client=tracing.http_client(timeout=timeout))
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One unit vector per text, as a (len(texts), dim) array; raises EmbeddingError on any problem."""
