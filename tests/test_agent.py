@@ -209,3 +209,75 @@ def test_model_calls_answered_from_the_gateways_cache_are_counted() -> None:
 
     asyncio.run(both())
     assert hits.count == 2
+
+
+class HashEmbedder:
+    """A stand-in embedder for the store logic only: a fixed unit vector per text (or a failure), no model."""
+
+    def __init__(self, fail: bool = False) -> None:
+        from helpers.target import Endpoint
+
+        self.dim, self.fail, self.calls = 384, fail, 0
+        self.endpoint = Endpoint("http://127.0.0.1:9/v1", None, "embedding", "test embedder")
+
+    def embed(self, texts):
+        import numpy as np
+
+        from helpers.layers.rag.knowledge import EmbeddingError
+
+        self.calls += 1
+        if self.fail:
+            raise EmbeddingError("the embedding route answered HTTP 503")
+        vectors = np.array([np.random.default_rng(abs(hash(t)) % 2**32).normal(size=self.dim) for t in texts])
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    def embed_one(self, text):
+        return self.embed([text])[0]
+
+
+def test_an_empty_knowledge_base_is_indexed_once_on_first_use(isolated_settings) -> None:
+    from helpers.target import Target
+
+    t = Target("local", isolated_settings)
+    sup = agent.build_supervisor(t)
+    sup.embedder = HashEmbedder()
+    try:
+        report = sup.ensure_knowledge()
+        assert report is not None and sup.store.count() > 0 and report.chunks_written == sup.store.count()
+        calls = sup.embedder.calls
+        assert sup.ensure_knowledge() is None and sup.embedder.calls == calls  # once per supervisor
+    finally:
+        sup.close()
+    again = agent.build_supervisor(t)
+    again.embedder = HashEmbedder()
+    try:
+        assert again.ensure_knowledge() is None and again.embedder.calls == 0  # not empty: nothing to index
+    finally:
+        again.close()
+
+
+def test_an_empty_knowledge_base_without_auto_ingest_or_with_a_failing_embedder_says_what_to_do(isolated_settings) -> None:
+    from helpers.target import Target
+
+    t = Target("local", isolated_settings)
+    sup = agent.build_supervisor(t, config=agent.SupervisorConfig(auto_ingest=False))
+    try:
+        with pytest.raises(agent.AgentError, match="empty") as info:
+            sup.retrieve("Why is my GPU pod stuck in Pending?")
+        assert info.value.dependency == "vector-store" and "notebook 06" in (info.value.fix or "")
+    finally:
+        sup.close()
+    sup = agent.build_supervisor(t)
+    sup.embedder = HashEmbedder(fail=True)
+    try:
+        with pytest.raises(agent.AgentError, match="503") as info:
+            sup.retrieve("Why is my GPU pod stuck in Pending?")
+        assert info.value.dependency == "gateway" and not sup.knowledge_checked
+        from helpers.layers.rag.stores import VectorStoreError
+
+        try:
+            assert sup.store.count() == 0  # a failed embedding wrote nothing
+        except VectorStoreError:
+            pass  # or not even the collection
+    finally:
+        sup.close()

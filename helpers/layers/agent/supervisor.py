@@ -69,6 +69,7 @@ class SupervisorConfig:
     judge_reason_chars: int = 0  # 0: the judge writes {"verdict": 0|1} only; n: a reason of at most n chars first
     web_results: int = 3
     routing: Routing | None = None  # None: "model" on eks, "code" locally
+    auto_ingest: bool = True  # an empty knowledge base is indexed from the bundled documents on first use (idempotent)
 
 
 def answer_prompt(question: str, texts: list[str], titles: list[str]) -> str:
@@ -101,6 +102,8 @@ class Supervisor:
         self._router: Any = None
         self._tool_agents: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self.knowledge_checked = False  # ensure_knowledge() ran: the store holds chunks (or was just filled)
+        self.ingested: Any = None  # the IngestReport when this supervisor had to index the knowledge base
 
     # ------------------------------------------------------------ parts, built on first use
 
@@ -148,11 +151,46 @@ class Supervisor:
 
     # ------------------------------------------------------------ steps
 
+    def ensure_knowledge(self) -> Any:
+        """Make sure the knowledge base holds chunks: an empty (or missing) one is indexed from the bundled documents.
+
+        Once per supervisor; idempotent (notebook 06's ingest writes only what is missing). Returns the IngestReport
+        when it had to index, else None. With `auto_ingest=False` an empty knowledge base is an AgentError."""
+        from helpers.layers.rag import knowledge
+        from helpers.layers.rag.stores import VectorStoreError
+
+        with self._lock:
+            if self.knowledge_checked:
+                return None
+            store = self.store
+            try:
+                empty = store.count() == 0
+            except VectorStoreError:  # no collection or index yet
+                empty = True
+            if empty and not self.config.auto_ingest:
+                raise AgentError("vector-store", "The knowledge base is empty: no document has been indexed yet.",
+                                 "Index it with notebook 06 (or `evaluation.ensure_knowledge_base(t)`), or let the "
+                                 "agent do it: SupervisorConfig(auto_ingest=True), the default.")
+            if empty:
+                try:
+                    self.ingested = knowledge.ingest(store, self.embedder, progress=False)
+                except (knowledge.EmbeddingError, knowledge.IngestError) as exc:
+                    raise AgentError("gateway", f"The knowledge base was empty, and embedding the bundled documents "
+                                     f"through the gateway failed: {exc}", "Check the gateway's embedding route "
+                                     "(`python -m helpers.local.stack status`), then ask again: indexing resumes "
+                                     "where it stopped.") from None
+                except VectorStoreError as exc:
+                    raise AgentError("vector-store", f"The knowledge base was empty and could not be filled: {exc}",
+                                     "Check the vector store, then ask again.") from None
+            self.knowledge_checked = True
+            return self.ingested if empty else None
+
     def retrieve(self, question: str, k: int | None = None) -> list[Any]:
         """The top-k chunks for the question (one embedding through the gateway, one search in the store)."""
         from helpers.layers.rag.knowledge import EmbeddingError, search
         from helpers.layers.rag.stores import VectorStoreError
 
+        self.ensure_knowledge()
         store = self.store
         try:
             return search(store, self.embedder, question, k=k or self.config.k)
