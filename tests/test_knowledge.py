@@ -302,3 +302,25 @@ def test_embeddings_go_through_the_gateway_with_no_silent_fallback(embedding_sta
     with pytest.raises(knowledge.EmbeddingError, match=re.escape("cannot reach the embedding endpoint (gateway")):
         knowledge.Embedder(endpoint, dim=DIM, max_retries=0).embed(["Why is my GPU pod stuck in Pending?"])
     assert get_spec(settings.embedding_model).dimension == DIM
+
+
+def test_extra_body_fields_go_with_every_embedding_request() -> None:
+    import httpx
+
+    from helpers.layers.gateway.timing import NO_CACHE
+    from helpers.target import Endpoint
+
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        import json
+
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, json={"object": "list", "model": "embedding", "data": [
+            {"object": "embedding", "index": 0, "embedding": [1.0] + [0.0] * 383}]})
+
+    embedder = knowledge.Embedder(Endpoint("http://gateway/v1", None, "embedding", "test"), dim=384,
+                                  extra_body=NO_CACHE)
+    embedder._client._client = httpx.Client(transport=httpx.MockTransport(handler))  # the test's transport only
+    embedder.embed(["a question"])
+    assert seen[0]["cache"] == NO_CACHE["cache"] and seen[0]["input"] == ["a question"]

@@ -46,6 +46,7 @@ from helpers.layers.agent.judge import exact_precision  # noqa: F401 - part of t
 from helpers.layers.agent.questions import QUESTIONS_FILE, load_questions  # noqa: F401 - part of the agent API
 from helpers.layers.agent.steps import AskRun, CacheHits, trace_id, tracer
 from helpers.layers.agent.streaming import Cancelled, EventStream, stream_events
+from helpers.layers.gateway.timing import NO_CACHE
 from helpers.target import Endpoint, Target
 
 SYSTEM_PROMPT = (
@@ -93,8 +94,10 @@ class Supervisor:
         self.gateway = gateway or t.gateway
         self.web_search_url = t.mcp_url("web-search")
         self.filesystem_url = t.mcp_url("filesystem")
+        # a question's vector skips the gateway's response cache (NO_CACHE): it costs milliseconds, repeats are
+        # rare, and each answer's trace then shows the embedding server (Ray Serve) every time
         self.embedder = knowledge.Embedder(replace(self.gateway, model=self.settings.served_embedding_model),
-                                           max_retries=1)
+                                           max_retries=1, extra_body=NO_CACHE)
         self._store = store
         self._judge: Any = None
         self._client: Any = None

@@ -5,9 +5,8 @@
 - Chunking counts tokens with the embedding model's own tokenizer (all-MiniLM-L6-v2's WordPiece vocabulary,
   shipped in helpers/data and read by `tokenizers`; the same counts as llama.cpp's), so a chunk never exceeds
   what the model reads. Chunks end at sentence boundaries where possible and overlap their neighbours.
-- Every chunk id is the sha256 of the document path, the chunk's position and the exact text embedded. Re-running ingestion
-  therefore embeds and writes only chunks the store does not have; a changed document gets its new chunks
-  written first and its stale chunks deleted after; a removed document loses its chunks.
+- A chunk's id is the sha256 of its document's path, its position and its exact text: a re-run embeds only chunks the
+  store lacks; a changed document's new chunks are written before its stale ones go; a removed one loses its chunks.
 - Embeddings come from the OpenAI-compatible endpoint the caller names (`t.gateway_embeddings`, the gateway's
   `embedding` route; no silent fallback to another server). Every vector is checked (count, dimension,
   finite, not zero). Any failure stops the ingest with a clear message and writes nothing from that batch;
@@ -270,13 +269,14 @@ class Embedder:
     """Embeds texts through an OpenAI-compatible endpoint and checks every vector before anyone may use it."""
 
     def __init__(self, endpoint: Endpoint, dim: int | None = None, timeout: float = 60.0,
-                 max_retries: int = 2) -> None:
+                 max_retries: int = 2, extra_body: dict[str, Any] | None = None) -> None:
         from openai import OpenAI
 
         from helpers.layers.models import get_spec
         from helpers.layers.observability import tracing
 
         self.endpoint = endpoint
+        self.extra_body = dict(extra_body or {})  # sent with every request, e.g. the gateway's NO_CACHE
         self.dim = dim or int(get_spec(get_settings().embedding_model).dimension or 0)
         if self.dim < 1:
             raise ValueError("unknown embedding dimension: pass dim=")
@@ -293,7 +293,7 @@ class Embedder:
         where = self.endpoint.describe()
         try:
             answer = self._client.embeddings.create(model=self.endpoint.model, input=list(texts),
-                                                    encoding_format="float")
+                                                    encoding_format="float", extra_body=self.extra_body or None)
         except openai.APIConnectionError as exc:
             raise EmbeddingError(f"cannot reach the embedding endpoint ({where}): {exc}. Is it running? "
                                  "`python -m helpers.local.stack status` shows the local services.") from None
