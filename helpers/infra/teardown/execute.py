@@ -1,6 +1,7 @@
 """Perform a teardown plan (eks target only): Kubernetes deletions in order, then Helm uninstalls, PVCs, the
-CloudFormation stacks and ECR repositories, each only when it carries the workshop's label or tag; and, only when
-asked explicitly, the EKS cluster (delete_cluster: only a cluster carrying the workshop's tag)."""
+CloudFormation stacks and ECR repositories, each only when it is the workshop's: Kubernetes objects and stacks by the
+workshop's label or tag, ECR repositories by their name prefix (llm-eks-workshop/); and, only when asked explicitly,
+the EKS cluster (delete_cluster: only a cluster carrying the workshop's tag)."""
 
 from __future__ import annotations
 

@@ -23,11 +23,14 @@ def image_reference(registry: str | None = None) -> str:
 
 
 def build_instructions(registry: str, region: str) -> str:
-    """The shell steps that create the ECR repository, log in, and build + push for amd64 and arm64."""
+    """The shell steps that create the ECR repository (with the workshop's tag), log in, and build + push for amd64
+    and arm64. Notebook 10's teardown and its AWS check find the repository by its name prefix, llm-eks-workshop/."""
     repository = manifests.chapter_parameters(CHAPTER)["image"]["repository"]
+    tags = " ".join(f"Key={key},Value={value}" for key, value in manifests.AWS_TAG.items())
     return "\n".join([
         f"aws ecr create-repository --repository-name {repository} --region {region} "
-        "--image-scanning-configuration scanOnPush=true --encryption-configuration encryptionType=AES256",
+        "--image-scanning-configuration scanOnPush=true --encryption-configuration encryptionType=AES256 "
+        f"--tags {tags}",
         f"aws ecr get-login-password --region {region} | docker login --username AWS --password-stdin {registry}",
         f"{BUILD_SCRIPT.relative_to(ROOT)} {registry}",
     ])

@@ -35,12 +35,15 @@ def build_command(image: str) -> list[str]:
 
 
 def build_instructions(image: str, region: str) -> str:
-    """The shell steps that create the ECR repository, log in, build for amd64 and arm64, and push."""
+    """The shell steps that create the ECR repository (with the workshop's tag), log in, build for amd64 and arm64,
+    and push."""
     registry, _, rest = image.partition("/")
     repository = rest.rsplit(":", 1)[0]
+    tags = " ".join(f"Key={key},Value={value}" for key, value in manifests.AWS_TAG.items())
     return "\n".join([
         f"aws ecr create-repository --repository-name {repository} --region {region} "
-        "--image-scanning-configuration scanOnPush=true --encryption-configuration encryptionType=AES256",
+        "--image-scanning-configuration scanOnPush=true --encryption-configuration encryptionType=AES256 "
+        f"--tags {tags}",
         f"aws ecr get-login-password --region {region} | docker login --username AWS --password-stdin {registry}",
         shlex.join(build_command(image)),
     ])

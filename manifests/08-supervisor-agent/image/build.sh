@@ -28,7 +28,8 @@ repository="llm-eks-workshop/supervisor-agent"
 image="${registry}/${repository}:${tag}"
 if [[ "${PUSH:-1}" != "0" ]]; then
   region="$(cut -d. -f4 <<<"$registry")"
-  # the repository carries the workshop's tag, so notebook 10's teardown and its AWS check find it
+  # created here only when build.sh runs on its own (notebook 08's instructions create it first, tagged the same);
+  # notebook 10's teardown and its AWS check find it by its name prefix, llm-eks-workshop/
   aws ecr describe-repositories --repository-names "$repository" --region "$region" >/dev/null 2>&1 ||
     aws ecr create-repository --repository-name "$repository" --region "$region" \
       --image-tag-mutability IMMUTABLE --image-scanning-configuration scanOnPush=true \
