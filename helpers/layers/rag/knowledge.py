@@ -34,7 +34,7 @@ from helpers.target import Endpoint
 
 KNOWLEDGE_DIR = ROOT / "knowledge"
 CATEGORIES = ("components", "concepts", "troubleshooting")
-MAX_TOKENS = 256  # all-MiniLM-L6-v2 was trained on inputs of up to 256 word pieces; longer input is cut off
+MAX_TOKENS = 256  # sentence-transformers cuts all-MiniLM-L6-v2 input at 256 word pieces; chunks stay within that
 OVERLAP = 48  # tokens a chunk repeats from the end of the previous one, so a fact split at a border survives
 BATCH_SIZE = 16  # texts per embedding request
 # Questions a learner might ask, each with the document that answers it: for retrieval checks and recall@k.
