@@ -114,6 +114,7 @@ class EvalSample:
     seconds: float = 0.0
     source: str = "agent"  # "agent" (helpers.layers.agent.supervisor) or "direct" (retrieval + gateway, without the agent)
     error: str = ""  # why there is no answer (the agent raised), else empty
+    cache_hits: int = 0  # the agent's model calls the gateway answered from its response cache
 
 
 def collect_with_agent(questions: Iterable[EvalQuestion], supervisor: Any, progress: bool = True) -> list[EvalSample]:
@@ -134,7 +135,8 @@ def collect_with_agent(questions: Iterable[EvalQuestion], supervisor: Any, progr
                                       f"{type(error).__name__}: {str(error)[:200]}"))
             continue
         samples.append(EvalSample(q, answer.answer, [source_text(c, cut) for c in answer.contexts], answer.route,
-                                  answer.trace_id, round(time.perf_counter() - started, 2), "agent"))
+                                  answer.trace_id, round(time.perf_counter() - started, 2), "agent",
+                                  cache_hits=getattr(answer, "cache_hits", 0)))
     return samples
 
 
@@ -186,6 +188,7 @@ class SampleResult:
             row[o.metric] = round(o.score, 2) if o.status == "ok" and o.score is not None else o.status
         row["judge calls"] = sum(o.calls for o in self.outcomes)
         row["judge s"] = round(sum(o.seconds for o in self.outcomes), 1)
+        row["judge cache hits"] = sum(o.cache_hits for o in self.outcomes)
         row["parse failures"] = sum(1 for o in self.outcomes if o.status == "parse_failure")
         return row
 
@@ -309,7 +312,7 @@ def summary_rows(results: Sequence[SampleResult]) -> list[dict[str, object]]:
         errors = sum(1 for o in outcomes if o.status == "error")
         rows.append({
             "metric": name,
-            "mean score": round(statistics.fmean(scored), 3) if scored else None,
+            "mean score": round(statistics.fmean(scored), 2) if scored else "no score",
             "scored": f"{len(scored)}/{len(outcomes)}",
             "judge parse failures": f"{parse}/{len(outcomes)}",
             "parse-failure rate": f"{parse / len(outcomes):.0%}" if outcomes else "-",

@@ -34,13 +34,14 @@ import numpy as np
 
 from helpers.config import ROOT
 from helpers.layers.agent.judge import JUDGE_TIMEOUT, Judge, average_precision, exact_precision
+from helpers.layers.agent.steps import CacheHits
 from helpers.target import Endpoint
 
 DATA = ROOT / "helpers" / "data"
 PROMPT_FILES = {"statements": DATA / "ragas_statement_prompt.txt", "nli": DATA / "ragas_nli_prompt.txt",
                 "relevance": DATA / "ragas_relevance_prompt.txt"}
-MAX_STATEMENTS = 8  # an answer of at most four sentences rarely holds more claims; more are not judged
-STATEMENT_CHARS = 200
+MAX_STATEMENTS = 6  # an answer of at most 128 tokens rarely holds more claims; more are not judged
+STATEMENT_CHARS = 160
 QUESTION_CHARS = 200
 
 
@@ -88,6 +89,7 @@ class Outcome:
     variant: str = ""
     replies: list[str] = field(default_factory=list)  # the judge's raw JSON, in call order
     calls: int = 0
+    cache_hits: int = 0  # calls the gateway answered from its response cache (their seconds are a look-up)
 
 
 class JudgeFailed(Exception):
@@ -108,8 +110,9 @@ class RagMetrics:
 
         self.endpoint = judge
         self.max_tokens = max_tokens  # stops a server that ignores the schema; a reply cut there is a parse failure
+        self.cache_hits = CacheHits()  # a cached judgement is the same reply (temperature 0), only its time differs
         self.client = client or judge.client(timeout=timeout, max_retries=1,
-                                             http_client=tracing.http_client(timeout=timeout))
+                                             http_client=self.cache_hits.watch(tracing.http_client(timeout=timeout)))
         self.context_judge = Judge(judge, client=self.client)
         self.embedder = embedder or Embedder(embeddings)
 
@@ -135,7 +138,7 @@ class RagMetrics:
     def faithfulness(self, question: str, answer: str, contexts: Sequence[str]) -> Outcome:
         """Share of the answer's statements the contexts support (two calls: statements, then verdicts)."""
         result = Outcome("faithfulness", None, "ok")
-        started = time.perf_counter()
+        started, hits = time.perf_counter(), self.cache_hits.count
         try:
             found, raw = self.ask("statements", {"question": question, "answer": answer}, statements_schema())
             result.replies.append(raw)
@@ -157,12 +160,13 @@ class RagMetrics:
             if failed.reply and failed.reply not in result.replies:
                 result.replies.append(failed.reply)
         result.seconds = round(time.perf_counter() - started, 2)
+        result.cache_hits = self.cache_hits.count - hits
         return result
 
     def answer_relevancy(self, question: str, answer: str) -> Outcome:
         """Cosine of the question the judge reads from the answer to the real one; 0 for a noncommittal answer."""
         result = Outcome("answer_relevancy", None, "ok")
-        started = time.perf_counter()
+        started, hits = time.perf_counter(), self.cache_hits.count
         try:
             found, raw = self.ask("relevance", {"response": answer}, relevance_schema())
             result.replies.append(raw)
@@ -184,6 +188,7 @@ class RagMetrics:
             if failed.reply and failed.reply not in result.replies:
                 result.replies.append(failed.reply)
         result.seconds = round(time.perf_counter() - started, 2)
+        result.cache_hits = self.cache_hits.count - hits
         return result
 
     def context_precision(self, question: str, contexts: Sequence[str], reference: str,
@@ -192,7 +197,7 @@ class RagMetrics:
 
         Without a reference answer ragas judges against the agent's own answer (`variant="without reference"`)."""
         result = Outcome("context_precision", None, "ok", variant=variant)
-        started = time.perf_counter()
+        started, hits = time.perf_counter(), self.cache_hits.count
         verdicts: list[int] = []
         for i, context in enumerate(contexts):
             if exact_precision(verdicts, len(contexts) - i) is not None:
@@ -214,6 +219,7 @@ class RagMetrics:
             result.detail = f"verdicts {verdicts} of {len(contexts)} contexts" + \
                 ("" if len(verdicts) == len(contexts) else " (the rest cannot change the score)")
         result.seconds = round(time.perf_counter() - started, 2)
+        result.cache_hits = self.cache_hits.count - hits
         return result
 
     def close(self) -> None:
