@@ -98,8 +98,11 @@ test-unit: env  ## the unit tests: no service is started (a test that starts one
 test-services: env  ## the tests that start local services (model servers, Ray, the gateway, MCP servers; slow)
 	@$(PY) -m pytest tests -m services -q --durations=15
 
-test-notebooks: env  ## each notebook once per target: local (its outputs checked as nbval checks them), then eks without a cluster
-	@$(PY) -m pytest tests -m notebooks -q --durations=25
+test-notebooks: env  ## each notebook once per target, side by side: local (outputs checked as nbval checks them) and eks without a cluster
+	@mkdir -p build; $(PY) -m pytest tests -m notebooks -k eks_target -q -p no:cacheprovider > build/test-notebooks-eks.log 2>&1 & eks=$$!; \
+	$(PY) -m pytest tests -m notebooks -k "not eks_target" -q -p no:cacheprovider --durations=15; local=$$?; \
+	wait $$eks; e=$$?; echo "--- the eks target (build/test-notebooks-eks.log):"; tail -n 25 build/test-notebooks-eks.log; \
+	exit $$(( local || e ))
 
 test-book: env  ## the built book in headless Chromium: pages render, no broken internal link, screenshot
 	@$(PY) -m pytest tests -m book -q

@@ -139,6 +139,12 @@ def ensure_secrets(env_file: Path = ENV_FILE) -> list[str]:
     return created
 
 
+def project_path(path: Path | str) -> str:
+    """A path as a notebook prints it: relative to the project folder when inside it, else as it is."""
+    path = Path(path)
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def mask(secret: SecretStr | str | None) -> str:
     """Show that a secret is set without revealing it: a prefix hint and its length only."""
     if secret is None:

@@ -69,3 +69,10 @@ def test_endpoints_a_program_is_told_come_from_the_environment(monkeypatch):
     assert "sk-agent-virtual-key-0123456789" not in repr(told)
     assert told.opensearch_endpoint == "search-x.us-west-2.es.amazonaws.com"
     assert told.mcp_web_search_url == "http://mcp-web-search.llm-workshop.svc:8000/mcp"
+
+
+def test_project_path_is_relative_inside_the_project_and_unchanged_outside(tmp_path) -> None:
+    from helpers.config import ROOT, project_path
+
+    assert project_path(ROOT / ".workshop" / "workspace") == ".workshop/workspace"
+    assert project_path(tmp_path / "state") == str(tmp_path / "state")  # WORKSHOP_STATE_DIR elsewhere: no crash

@@ -92,8 +92,12 @@ def test_notebook_executes_cold_locally_with_the_committed_outputs(path: Path, r
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_notebook_eks_target_without_a_cluster_stops_clearly(path: Path, tmp_path: Path, monkeypatch,
-                                                             no_aws_credentials):
-    """No credentials, no kubeconfig: the eks path renders and validates, then stops with a clear message."""
+                                                             no_aws_credentials, isolated_settings):
+    """No credentials, no kubeconfig: the eks path renders and validates, then stops with a clear message.
+
+    The kernel gets its own state folder and ports (isolated_settings): notebook 10 stops "this machine's" stack
+    in both targets, and this run must not stop the local stack the local notebooks run on (make test runs both
+    targets side by side)."""
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
     out = run_notebooks.execute(path, tmp_path, target="eks")
     nb = nbformat.read(out, as_version=4)
