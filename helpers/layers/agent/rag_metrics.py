@@ -26,7 +26,8 @@ import functools
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,11 +136,24 @@ class RagMetrics:
             raise JudgeFailed("parse_failure", f"not a JSON object: {text[:160]!r}", text)
         return parsed, text
 
+    @contextmanager
+    def judging(self, result: Outcome) -> Iterator[Outcome]:
+        """Time one metric's calls and count its cache hits; a JudgeFailed inside becomes the outcome's status."""
+        started, hits = time.perf_counter(), self.cache_hits.count
+        try:
+            yield result
+        except JudgeFailed as failed:
+            result.status, result.detail = failed.status, failed.detail
+            if failed.reply and failed.reply not in result.replies:
+                result.replies.append(failed.reply)
+        finally:
+            result.seconds = round(time.perf_counter() - started, 2)
+            result.cache_hits = self.cache_hits.count - hits
+
     def faithfulness(self, question: str, answer: str, contexts: Sequence[str]) -> Outcome:
         """Share of the answer's statements the contexts support (two calls: statements, then verdicts)."""
         result = Outcome("faithfulness", None, "ok")
-        started, hits = time.perf_counter(), self.cache_hits.count
-        try:
+        with self.judging(result):
             found, raw = self.ask("statements", {"question": question, "answer": answer}, statements_schema())
             result.replies.append(raw)
             result.calls += 1
@@ -155,19 +169,12 @@ class RagMetrics:
                 raise JudgeFailed("parse_failure", f"{len(verdicts)} verdicts for {len(statements)} statements", raw)
             result.score = sum(verdicts) / len(verdicts)
             result.detail = f"{sum(verdicts)} of {len(verdicts)} statements supported"
-        except JudgeFailed as failed:
-            result.status, result.detail = failed.status, failed.detail
-            if failed.reply and failed.reply not in result.replies:
-                result.replies.append(failed.reply)
-        result.seconds = round(time.perf_counter() - started, 2)
-        result.cache_hits = self.cache_hits.count - hits
         return result
 
     def answer_relevancy(self, question: str, answer: str) -> Outcome:
         """Cosine of the question the judge reads from the answer to the real one; 0 for a noncommittal answer."""
         result = Outcome("answer_relevancy", None, "ok")
-        started, hits = time.perf_counter(), self.cache_hits.count
-        try:
+        with self.judging(result):
             found, raw = self.ask("relevance", {"response": answer}, relevance_schema())
             result.replies.append(raw)
             result.calls += 1
@@ -183,12 +190,6 @@ class RagMetrics:
                     raise JudgeFailed("error", f"embedding: {exc}") from None
                 result.score = float(np.dot(real, made))  # unit vectors: the dot product is the cosine
                 result.detail = f"the judge's question: {generated[:120]!r}"
-        except JudgeFailed as failed:
-            result.status, result.detail = failed.status, failed.detail
-            if failed.reply and failed.reply not in result.replies:
-                result.replies.append(failed.reply)
-        result.seconds = round(time.perf_counter() - started, 2)
-        result.cache_hits = self.cache_hits.count - hits
         return result
 
     def context_precision(self, question: str, contexts: Sequence[str], reference: str,
@@ -197,29 +198,27 @@ class RagMetrics:
 
         Without a reference answer ragas judges against the agent's own answer (`variant="without reference"`)."""
         result = Outcome("context_precision", None, "ok", variant=variant)
-        started, hits = time.perf_counter(), self.cache_hits.count
         verdicts: list[int] = []
-        for i, context in enumerate(contexts):
-            if exact_precision(verdicts, len(contexts) - i) is not None:
-                break
-            v = self.context_judge.verdict(question, context, reference)
-            result.calls += 1
-            if v.verdict is None:
-                result.status = "error" if v.error and "not JSON" not in v.error and "no verdict" not in v.error \
-                    else "parse_failure"
-                result.detail = v.error or "no verdict"
-                break
-            verdicts.append(v.verdict)
-            result.replies.append(json.dumps({"verdict": v.verdict}))
-        if result.status == "ok":
-            fixed = exact_precision(verdicts, len(contexts) - len(verdicts))
-            result.score = fixed if fixed is not None else average_precision(verdicts)
-            if math.isnan(result.score):
-                result.score = 0.0
-            result.detail = f"verdicts {verdicts} of {len(contexts)} contexts" + \
-                ("" if len(verdicts) == len(contexts) else " (the rest cannot change the score)")
-        result.seconds = round(time.perf_counter() - started, 2)
-        result.cache_hits = self.cache_hits.count - hits
+        with self.judging(result):
+            for i, context in enumerate(contexts):
+                if exact_precision(verdicts, len(contexts) - i) is not None:
+                    break
+                v = self.context_judge.verdict(question, context, reference)
+                result.calls += 1
+                if v.verdict is None:
+                    result.status = "error" if v.error and "not JSON" not in v.error and "no verdict" not in v.error \
+                        else "parse_failure"
+                    result.detail = v.error or "no verdict"
+                    break
+                verdicts.append(v.verdict)
+                result.replies.append(json.dumps({"verdict": v.verdict}))
+            if result.status == "ok":
+                fixed = exact_precision(verdicts, len(contexts) - len(verdicts))
+                result.score = fixed if fixed is not None else average_precision(verdicts)
+                if math.isnan(result.score):
+                    result.score = 0.0
+                result.detail = f"verdicts {verdicts} of {len(contexts)} contexts" + \
+                    ("" if len(verdicts) == len(contexts) else " (the rest cannot change the score)")
         return result
 
     def close(self) -> None:
