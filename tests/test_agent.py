@@ -146,7 +146,7 @@ def test_code_routing_with_the_local_model(local_supervisor, question: str, rout
     assert answer.route == route, (question, answer.relevance)
     assert answer.answer.strip() and answer.routing == "code"
     assert answer.sources and len(answer.contexts) == len(answer.sources)
-    assert answer.relevance["method"] in ("ragas", "ragas+embedding", "embedding")
+    assert answer.relevance["method"] in ("ragas", "ragas+embedding", "embedding", "floor")
     assert answer.timings["total"] >= answer.timings["retrieve"]
     assert answer.first_token_s is not None and answer.first_token_s < answer.timings["total"]
     steps = [s["step"] for s in answer.steps]

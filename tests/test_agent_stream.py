@@ -105,7 +105,7 @@ def test_chunks_below_the_floor_are_neither_drafted_from_nor_judged(isolated_set
     events = list(sup.ask_stream("Who won the Riverside City Marathon?"))
     assert names(events)[:2] == ["route", "relevance"] and events[0].data["route"] == "web_search"
     assert not events[0].data["tentative"] and "route_changed" not in names(events)
-    assert sup._judge.asked == [] and events[-1].data["relevance"]["method"] == "embedding"
+    assert sup._judge.asked == [] and events[-1].data["relevance"]["method"] == "floor"
 
 
 def test_only_chunks_above_the_floor_are_the_drafts_sources(isolated_settings) -> None:

@@ -403,3 +403,19 @@ def test_missing_roles_reads_iam() -> None:
     with stub:
         missing = aws.missing_roles([aws.AUTO_MODE_CLUSTER_ROLE, aws.AUTO_MODE_NODE_ROLE], iam)
     assert missing == [aws.AUTO_MODE_NODE_ROLE]
+
+
+def test_the_printed_build_steps_create_ecr_repositories_as_build_sh_would() -> None:
+    """The notebooks' build instructions create the repository first (build.sh's own create then never runs), so they
+    must set what build.sh sets: immutable tags, scan on push, the workshop's tag."""
+    from helpers.layers.agent import deploy as agent_deploy
+    from helpers.layers.mcp import deploy as mcp_deploy
+
+    build_sh = (agent_deploy.BUILD_SCRIPT).read_text()
+    assert "--image-tag-mutability IMMUTABLE" in build_sh and "scanOnPush=true" in build_sh
+    registry = "123456789012.dkr.ecr.us-west-2.amazonaws.com"
+    for steps in (agent_deploy.build_instructions(registry, "us-west-2"),
+                  mcp_deploy.build_instructions(f"{registry}/llm-eks-workshop/mcp-web-search:0.1.0", "us-west-2")):
+        create = next(line for line in steps.splitlines() if "create-repository" in line)
+        assert "--image-tag-mutability IMMUTABLE" in create and "scanOnPush=true" in create
+        assert "Key=workshop,Value=llm-eks-workshop" in create

@@ -83,7 +83,8 @@ def run_questions(settings: Any = None, routing: str = "code", limit: int | None
                             "judge_failures": a["relevance"].get("judge_failures", 0),
                             "judged": a["relevance"].get("judged", 0), "total_s": a["seconds"],
                             "first_token_s": a["client_first_token_s"], "timings": a["timings"],
-                            "steps": a["steps"], "tools": a.get("tools", []), "events": a["events"]})
+                            "steps": a["steps"], "tools": a.get("tools", []), "events": a["events"],
+                            "cache_hits": a.get("cache_hits", 0)})
         return results
     finally:
         sup.close()
@@ -181,7 +182,8 @@ def write_measurement(path: Path, results: list[dict[str, Any]]) -> None:
     from helpers import config
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    keep = ("id", "routing", "expected", "route", "correct", "relevance", "tools", "total_s", "first_token_s")
+    keep = ("id", "routing", "expected", "route", "correct", "relevance", "tools", "total_s", "first_token_s",
+            "cache_hits")
     machine = {"cpus": os.cpu_count(), "system": f"{platform.system()} {platform.machine()}",
                "chat model": config.get_settings().chat_model}
     shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path

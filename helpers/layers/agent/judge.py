@@ -188,7 +188,7 @@ def score_chunks(judge: Judge, question: str, hits: list[Any], texts: list[str],
     first chunk makes it 1.0 whatever the second). A verdict the judge fails to give falls back to the chunk's
     similarity against `config.similarity_useful`, and is counted. `texts[i]` is chunk i as the writer read it."""
     if not hits:
-        return {"score": 0.0, "method": "embedding", "judge_failures": 0, "threshold": config.threshold,
+        return {"score": 0.0, "method": "floor", "judge_failures": 0, "threshold": config.threshold,
                 "verdicts": [], "top_similarity": None, "note": "the knowledge base returned nothing"}
     rows, used, failures, errors, asked = [], [], 0, [], 0
     for i, hit in enumerate(hits):
@@ -213,7 +213,9 @@ def score_chunks(judge: Judge, question: str, hits: list[Any], texts: list[str],
         rows.append({"source": hit.source, "similarity": round(hit.score, 3), "verdict": value, "by": by,
                      "reason": reason[:300]})
     score = exact_precision(used, len(hits) - len(used))
-    method = "embedding" if asked == 0 or failures == asked else "ragas" if failures == 0 else "ragas+embedding"
+    # floor: no chunk was similar enough to ask about; embedding: every verdict asked for failed (similarity decided)
+    method = "floor" if asked == 0 else "embedding" if failures == asked else "ragas" if failures == 0 \
+        else "ragas+embedding"
     return {"score": round(score if score is not None else average_precision(used), 3), "method": method,
             "judge_failures": failures, "judged": asked, "threshold": config.threshold, "verdicts": rows,
             "top_similarity": round(hits[0].score, 3), "judge_errors": errors}

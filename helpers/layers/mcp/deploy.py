@@ -42,7 +42,8 @@ def build_instructions(image: str, region: str) -> str:
     tags = " ".join(f"Key={key},Value={value}" for key, value in manifests.AWS_TAG.items())
     return "\n".join([
         f"aws ecr create-repository --repository-name {repository} --region {region} "
-        "--image-scanning-configuration scanOnPush=true --encryption-configuration encryptionType=AES256 "
+        "--image-tag-mutability IMMUTABLE --image-scanning-configuration scanOnPush=true "
+        "--encryption-configuration encryptionType=AES256 "
         f"--tags {tags}",
         f"aws ecr get-login-password --region {region} | docker login --username AWS --password-stdin {registry}",
         shlex.join(build_command(image)),
