@@ -98,8 +98,13 @@ def test_notebook_eks_target_without_a_cluster_stops_clearly(path: Path, tmp_pat
     The kernel gets its own state folder and ports (isolated_settings): notebook 10 stops "this machine's" stack
     in both targets, and this run must not stop the local stack the local notebooks run on (make test runs both
     targets side by side)."""
+    from helpers.local import stack
+
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
-    out = run_notebooks.execute(path, tmp_path, target="eks")
+    try:
+        out = run_notebooks.execute(path, tmp_path, target="eks")
+    finally:
+        stack.down()  # what this notebook started in its own state folder (07 runs the MCP servers in eks too)
     nb = nbformat.read(out, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     banner = "".join(o.get("text", "") for o in code[[i for i, c in enumerate(code)
