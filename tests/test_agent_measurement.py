@@ -20,7 +20,8 @@ import bench_agent  # noqa: E402 - tools/ is not a package
 
 def result(qid: str, routing: str, expected: str, route: str) -> dict[str, object]:
     return {"id": qid, "routing": routing, "expected": expected, "route": route, "correct": route == expected,
-            "relevance": 1.0, "tools": [], "total_s": 1.23456, "first_token_s": 0.5, "timings": {}, "steps": []}
+            "relevance": 1.0, "tools": [], "total_s": 1.23456, "first_token_s": 0.5, "timings": {}, "steps": [],
+            "cache_hits": 0}
 
 
 def test_write_measurement_takes_a_relative_path_and_keeps_only_what_the_notebook_shows(
@@ -30,7 +31,7 @@ def test_write_measurement_takes_a_relative_path_and_keeps_only_what_the_noteboo
     data = json.loads((tmp_path / "out" / "routing.json").read_text())
     assert data["results"] == [{"id": "q1", "routing": "code", "expected": "web_search", "route": "web_search",
                                 "correct": True, "relevance": 1.0, "tools": [], "total_s": 1.23,
-                                "first_token_s": 0.5}]
+                                "first_token_s": 0.5, "cache_hits": 0}]
     assert data["machine"]["cpus"] == os.cpu_count() and str(tmp_path) in data["measured_by"]
 
 
