@@ -38,7 +38,7 @@ class AgentAnswer:
     answer: str
     route: Route | Literal["none"]
     sources: list[dict]  # {"id", "title", "source", "score"}
-    contexts: list[str]  # the chunk/result texts the answer was written from
+    contexts: list[str]  # the chunk/result texts the answer was written from, as the writer read them (source_text)
     relevance: dict  # {"score", "method", "judge_failures", "threshold", "verdicts", ...}
     timings: dict[str, float]  # seconds per step + "total"
     trace_id: str | None

@@ -121,10 +121,6 @@ def collect_with_agent(questions: Iterable[EvalQuestion], supervisor: Any, progr
     """Ask the supervisor agent every question; keep its answer, the contexts as it read them, route and trace."""
     from tqdm import tqdm
 
-    from helpers.layers.agent.answers import source_text
-
-    cut = getattr(getattr(supervisor, "config", None), "answer_context_chars", 10**9)  # the writer reads each source cut to this; so does the judge
-
     samples = []
     for q in tqdm(list(questions), desc="agent answers", unit="question", disable=not progress):
         started = time.perf_counter()
@@ -134,9 +130,8 @@ def collect_with_agent(questions: Iterable[EvalQuestion], supervisor: Any, progr
             samples.append(EvalSample(q, "", [], None, None, round(time.perf_counter() - started, 2), "agent",
                                       f"{type(error).__name__}: {str(error)[:200]}"))
             continue
-        samples.append(EvalSample(q, answer.answer, [source_text(c, cut) for c in answer.contexts], answer.route,
-                                  answer.trace_id, round(time.perf_counter() - started, 2), "agent",
-                                  cache_hits=getattr(answer, "cache_hits", 0)))
+        samples.append(EvalSample(q, answer.answer, list(answer.contexts), answer.route, answer.trace_id,
+                                  round(time.perf_counter() - started, 2), "agent", cache_hits=answer.cache_hits))
     return samples
 
 

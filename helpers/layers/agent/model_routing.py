@@ -317,7 +317,9 @@ class ModelRouter:
                                        "threshold": self.sup.config.threshold, "verdicts": []}
         if "web_search" in turn.answers:
             route, text = "web_search", turn.answers["web_search"]
-            contexts, sources = [r.get("content", "") for r in turn.results], [web_source(r) for r in turn.results]
+            cut = self.sup.config.answer_context_chars  # the contexts as the writer read them, as on every route
+            contexts = [source_text(r.get("content", ""), cut) for r in turn.results]
+            sources = [web_source(r) for r in turn.results]
         elif "knowledge_base" in turn.answers:
             route, text, contexts = "knowledge_base", turn.answers["knowledge_base"], turn.texts
             sources = [hit_source(h) for h in turn.hits]

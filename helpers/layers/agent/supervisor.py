@@ -334,13 +334,13 @@ class Supervisor:
                 f"relevance {relevance['score']} < threshold {cfg.threshold}: the draft is discarded")})
         with run.step("web_search"):
             results = self.web_search(question)
-        contexts = [r.get("content", "") for r in results]
+        # the results as the writer reads them: what the answer carries as its contexts (and a judge of it reads)
+        contexts = [source_text(r.get("content", ""), cfg.answer_context_chars) for r in results]
         sources = [web_source(r) for r in results]
         run.emit("sources", {"sources": sources})
         with run.step("answer"):
             if contexts:
-                texts = [source_text(c, cfg.answer_context_chars) for c in contexts]
-                text = self.write(question, texts, [r.get("title", "") for r in results], run, "token", "answer",
+                text = self.write(question, contexts, [r.get("title", "") for r in results], run, "token", "answer",
                                   cancel) + "\n\n" + citation_line(sources)
             else:
                 text = "I found nothing to answer from: the knowledge base and the web search came back empty."
