@@ -284,3 +284,13 @@ def test_each_optional_part_is_priced_against_the_default_platform(target: Targe
     assert {w.name for w in ray_llm} >= {"ray-llm-reasoning-head", "ray-llm-reasoning-worker-gpu"}
     assert rows["ray-llm-reasoning"]["instead of"] == "vllm-reasoning"
     assert Decimal(rows["milvus"]["difference $/h"]) >= 0
+
+
+def test_with_additive_parts_adds_what_adds_and_leaves_out_what_replaces() -> None:
+    every = s.platform_workloads(Target("eks").render_all(include_on_demand=True))
+    everything = s.with_additive_parts(every)
+    default = s.default_workloads(every)
+    assert set(w.source for w in default) <= set(w.source for w in everything)
+    added = [w for w in everything if w not in default]
+    assert added and all(s.optional_part(w) is not None for w in added)
+    assert not any(s.optional_part(w).replaces for w in added)  # the Ray Serve alternative stays out

@@ -220,8 +220,7 @@ def cost_pages(titles: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     gpu_quota = aws.QUOTAS["gpu"]
     gpu_part = next(p for p in report.parts if p.pool == "gpu" and "root volume" not in p.item)
     gpu_vcpus = report.vcpus_by_quota()["gpu"]
-    additive = [w for w in every_workload if (part := scheduling.optional_part(w)) is not None and not part.replaces]
-    everything = scheduling.platform_cost(workloads + additive, pools, table)  # as notebook 01: every part that adds
+    everything = scheduling.platform_cost(scheduling.with_additive_parts(every_workload), pools, table)
     files["quota-commands.md"] = quota_commands(gpu_quota.service_code, gpu_quota.quota_code, gpu_vcpus,
                                                 settings.aws_region)
     subs = {

@@ -43,6 +43,7 @@ from helpers.infra.scheduling.workloads import (  # noqa: F401 - the public surf
     optional_part,
     planned_workloads,
     platform_workloads,
+    with_additive_parts,
     with_part,
     workloads_from_manifests,
 )

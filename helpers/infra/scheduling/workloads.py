@@ -178,3 +178,10 @@ def with_part(workloads: Iterable[Workload], part: OptionalPart) -> list[Workloa
     workloads = list(workloads)
     return ([w for w in default_workloads(workloads) if w.source not in part.replaces]
             + [w for w in workloads if w.source in part.objects])
+
+
+def with_additive_parts(workloads: Iterable[Workload]) -> list[Workload]:
+    """The default platform with every optional part that adds to it (not those that replace a default object)."""
+    workloads = list(workloads)
+    return default_workloads(workloads) + [w for w in workloads
+                                           if (part := optional_part(w)) is not None and not part.replaces]
