@@ -256,3 +256,32 @@ def test_the_chat_model_server_keeps_a_prompt_cache(isolated_settings):
                                         isolated_settings.served_chat_model, 1, embedding=False)
     assert config["models"][0]["cache"] is True and config["models"][0]["cache_size"] <= 512 << 20
     assert config["models"][0]["logits_all"] is False  # the server's default (True) costs prefill time and memory
+
+
+def test_the_prompt_cache_keeps_one_entry_per_prompt_family():
+    from types import SimpleNamespace
+
+    cache = llama_server.prompt_family_cache_class()(capacity_bytes=1000)
+    family = llama_server.FAMILY_PREFIX_TOKENS
+    judge = tuple(range(family + 50))  # the judge's fixed instructions, then one question
+    state = SimpleNamespace(llama_state_size=100)
+    cache[judge + (1, 2)] = state
+    cache[(7, 8, 9)] = state  # another prompt (the agent's draft): its own family
+    cache[judge + (3, 4)] = state  # the next judge call replaces the first one's entry
+    assert sorted(len(k) for k in cache.cache_state) == [3, family + 52]
+    assert judge + (3, 4) in cache.cache_state and judge + (1, 2) not in cache.cache_state
+    assert cache[judge + (5,)] is state, "a new question still finds the shared instructions"
+    short = tuple(range(10))  # a short prompt the new one extends is covered by it too
+    cache[short] = state
+    cache[short + (99,)] = state
+    assert short not in cache.cache_state and short + (99,) in cache.cache_state
+
+
+def test_the_server_builds_its_prompt_cache_as_a_family_cache(monkeypatch):
+    import llama_cpp
+
+    monkeypatch.setattr(llama_cpp, "LlamaRAMCache", llama_cpp.LlamaRAMCache)  # restored after the test
+    llama_server.use_prompt_family_cache()
+    llama_server.use_prompt_family_cache()  # idempotent: not a subclass of a subclass
+    assert llama_cpp.LlamaRAMCache.__name__ == "PromptFamilyCache"
+    assert llama_cpp.LlamaRAMCache.__mro__[1] is llama_cpp.llama_cache.LlamaRAMCache

@@ -26,6 +26,13 @@
    0.7 s). Without `logits_all` nothing reads that buffer (llama.cpp samples on its own), so `slim_state` and
    `slim_load` skip it: an entry is the model state proper (about 7 MB for a 600-token prompt).
 
+   Stock `LlamaRAMCache` also keeps one entry per request, so every judge call adds another copy of the same
+   ~900-token instructions (14 MB each) and evicts, least recently used first, the one prompt that had no twin yet:
+   with the four RAGAs prompts of notebook 09 in turn, the relevance prompt never hit (2.9 s of prefill each time,
+   0.5 s with a hit). `PromptFamilyCache` keeps one entry per prompt family instead: a new entry replaces any
+   entry it shares at least FAMILY_PREFIX_TOKENS leading tokens with (the newer one serves every lookup the older
+   one served up to that shared prefix).
+
 Everything else (routes, API key auth, streaming, /v1/models) is llama_cpp.server.app unchanged.
 """
 
@@ -132,6 +139,35 @@ class OpenAIRequestGuard:
         return await self.app(scope, replay, send)
 
 
+FAMILY_PREFIX_TOKENS = 256  # two prompts sharing this many leading tokens are one family (one cache entry)
+
+
+def prompt_family_cache_class() -> type:
+    """llama_cpp's LlamaRAMCache keeping one entry per prompt family (see point 5 above)."""
+    from llama_cpp.llama import Llama
+    from llama_cpp.llama_cache import LlamaRAMCache
+
+    class PromptFamilyCache(LlamaRAMCache):  # type: ignore[misc]
+        """A RAM prompt cache in which a new entry replaces the entries of its family."""
+
+        def __setitem__(self, key: Any, value: Any) -> None:
+            key = tuple(key)
+            for old in [k for k in self.cache_state if k != key and
+                        Llama.longest_token_prefix(k, key) >= min(FAMILY_PREFIX_TOKENS, len(k))]:
+                del self.cache_state[old]
+            super().__setitem__(key, value)
+
+    return PromptFamilyCache
+
+
+def use_prompt_family_cache() -> None:
+    """Make llama_cpp.server build its RAM prompt caches as PromptFamilyCache (it looks up llama_cpp.LlamaRAMCache)."""
+    import llama_cpp
+
+    if getattr(llama_cpp.LlamaRAMCache, "__name__", "") != "PromptFamilyCache":
+        llama_cpp.LlamaRAMCache = prompt_family_cache_class()
+
+
 _stock_save_state: Any = None  # llama_cpp's own save_state and load_state, kept by use_slim_cache_states()
 _stock_load_state: Any = None
 
@@ -210,6 +246,7 @@ def create_app(config_file: str) -> Any:
     server_settings, model_settings = load_config(config_file)
     if any(m.cache for m in model_settings):
         use_slim_cache_states()
+        use_prompt_family_cache()
     app = llama_create_app(server_settings=server_settings, model_settings=model_settings)
     known = [m.model_alias or m.model for m in model_settings]
     app.add_middleware(OpenAIRequestGuard, known=known, api_key=server_settings.api_key)
