@@ -42,9 +42,10 @@ def test_every_requirement_file_has_its_environment():
 
 
 def test_stamp_is_the_one_the_makefile_wrote():
-    """`cat requirements/workshop.txt pyproject.toml | sha256sum`: environments made before uv stay up to date."""
+    """The pinned set's files (and, for the workshop's, the llama.cpp build flags: a new build is installed)."""
     env = envs.ENVS["workshop"]
-    digest = hashlib.sha256((ROOT / "requirements/workshop.txt").read_bytes() + (ROOT / "pyproject.toml").read_bytes())
+    digest = hashlib.sha256((ROOT / "requirements/workshop.txt").read_bytes() + (ROOT / "pyproject.toml").read_bytes()
+                            + envs.wheelhouse.cmake_args().encode())
     assert env.stamp() == ROOT / ".venv" / f".installed-{digest.hexdigest()[:12]}"
     litellm = hashlib.sha256((ROOT / "requirements/litellm.txt").read_bytes()).hexdigest()[:12]
     assert envs.ENVS["litellm"].stamp().name == f".installed-{litellm}"
@@ -144,6 +145,8 @@ def test_the_wheel_builds_while_the_environments_install(fake_root: list[str], m
         "create litellm", "install litellm -r litellm.txt",
         "build joined",
         "install workshop --only-binary llama-cpp-python --find-links wheelhouse -r workshop.txt",
+        "install workshop --only-binary llama-cpp-python --find-links wheelhouse --force-reinstall --no-deps "
+        "llama-cpp-python==" + envs.wheelhouse.pinned_version(),
     ]
     assert all(e.stamp().exists() for e in envs.ENVS.values())
     phases = [r["phase"] for r in timings.read()]
@@ -169,6 +172,8 @@ def test_a_cached_wheel_is_installed_at_once_and_a_current_environment_is_left_a
     envs.install(["workshop", "litellm"])
     assert fake_root == ["wheel linked", "create workshop",
                          "install workshop --only-binary llama-cpp-python --find-links wheelhouse -r workshop.txt",
+                         "install workshop --only-binary llama-cpp-python --find-links wheelhouse --force-reinstall "
+                         "--no-deps llama-cpp-python==" + envs.wheelhouse.pinned_version(),
                          "install workshop --no-deps --no-build-isolation -e " + envs.ROOT.name]
 
 
@@ -240,3 +245,27 @@ def test_uv_and_pip_install_the_same_files_with_the_same_options(kind: str, monk
         assert ["--find-links", "/opt/wheels"] == cmd[6:8], "pip's own sources, passed on to uv"
     else:
         assert cmd[:4] == [str(env.python), "-m", "pip", "install"], "pip reads its configuration itself"
+
+
+def test_llama_cpp_flags_add_the_avx512_kernels_the_cpu_has_and_never_amx(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch):
+    wheelhouse = envs.wheelhouse
+    avx2_only = {"avx", "avx2", "fma", "f16c", "bmi2"}
+    sapphire = avx2_only | {"avx_vnni", "avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw", "avx512vbmi",
+                            "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"}
+    assert wheelhouse.x86_extensions(avx2_only) == ""
+    assert wheelhouse.x86_extensions(sapphire) == ("-DGGML_AVX_VNNI=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON "
+                                                   "-DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON")
+    assert wheelhouse.x86_extensions({"avx512f", "avx512_vnni"}) == "-DGGML_AVX512_VNNI=ON"  # no BW/VL: no AVX512
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_int8\n\nprocessor\t: 1\n")
+    assert wheelhouse.cpu_flags(cpuinfo) == {"fpu", "avx2", "avx512f", "amx_int8"}
+    assert wheelhouse.cpu_flags(tmp_path / "absent") == set()
+    monkeypatch.delenv("CMAKE_ARGS", raising=False)
+    monkeypatch.setattr(wheelhouse.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(wheelhouse.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(wheelhouse, "cpu_flags", lambda: sapphire)
+    flags = wheelhouse.cmake_args()
+    assert flags.startswith("-DGGML_NATIVE=OFF ") and "-DGGML_AVX512=ON" in flags and "AMX" not in flags
+    assert wheelhouse.wheel_dir(flags) != wheelhouse.wheel_dir(wheelhouse.FLAGS[("Linux", "x86_64")]), \
+        "another build, another wheel folder"

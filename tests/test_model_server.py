@@ -256,6 +256,7 @@ def test_the_chat_model_server_keeps_a_prompt_cache(isolated_settings):
                                         isolated_settings.served_chat_model, 1, embedding=False)
     assert config["models"][0]["cache"] is True and config["models"][0]["cache_size"] <= 512 << 20
     assert config["models"][0]["logits_all"] is False  # the server's default (True) costs prefill time and memory
+    assert config["models"][0]["flash_attn"] is True  # fused attention: faster prompt prefill (first token)
 
 
 def test_the_prompt_cache_keeps_one_entry_per_prompt_family():

@@ -68,8 +68,13 @@ class Env:
         return self.dir / "bin" / "python"
 
     def stamp(self) -> Path:
-        """The file that says this environment holds the current pinned set (same name the Makefile used)."""
-        digest = hashlib.sha256(b"".join((ROOT / f).read_bytes() for f in self.stamp_inputs or (self.requirements,)))
+        """The file that says this environment holds the current pinned set (same name the Makefile used).
+
+        The workshop's stamp also covers the llama.cpp build flags, so a new build (other CPU flags) is installed."""
+        parts = [(ROOT / f).read_bytes() for f in self.stamp_inputs or (self.requirements,)]
+        if self.workshop:
+            parts.append(wheelhouse.cmake_args().encode())
+        digest = hashlib.sha256(b"".join(parts))
         return self.dir / f".installed-{digest.hexdigest()[:12]}"
 
 
@@ -322,14 +327,23 @@ def install_env(installer: Installer, env: Env, wheel_ready: bool = True) -> Non
         return
     installer.install(env, [*(wheel_args() if env.workshop else []), "-r", str(ROOT / env.requirements)])
     if env.workshop:
+        reinstall_wheel(installer, env)
         installer.install(env, ["--no-deps", "--no-build-isolation", "-e", str(ROOT)])
     mark_installed(env)
+
+
+def reinstall_wheel(installer: Installer, env: Env) -> None:
+    """Install the wheelhouse's llama-cpp-python over the one there: the same version built with other CPU flags
+    is another wheel, which an installer that compares versions only would keep (a few seconds)."""
+    installer.install(env, [*wheel_args(), "--force-reinstall", "--no-deps",
+                            f"llama-cpp-python=={wheelhouse.pinned_version()}"])
 
 
 def add_wheel(installer: Installer, env: Env) -> None:
     """The workshop environment's last step once the wheel exists: its whole requirement file, llama-cpp-python
     included (everything else is already there, so this checks the full set and installs the wheel)."""
     installer.install(env, [*wheel_args(), "-r", str(ROOT / env.requirements)])
+    reinstall_wheel(installer, env)
     mark_installed(env)
 
 

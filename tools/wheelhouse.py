@@ -2,7 +2,8 @@
 
 Why: PyPI ships only an sdist, and its default build (-march=native) turns on ggml's AMX kernels on
 CPUs that have AMX, where every prompt longer than one token segfaults. pip also caches built wheels
-whatever CMAKE_ARGS said, so we build with --no-cache-dir into a folder keyed by the flags.
+whatever CMAKE_ARGS said, so we build with --no-cache-dir into a folder keyed by the flags. On Linux x86_64 the
+flags add the AVX-512 kernels the machine's CPU reports (never AMX); the wheel stays in this machine's cache.
 Standard library only: this runs before the workshop's environment exists.
 """
 
@@ -22,6 +23,8 @@ LOCK = ROOT / "requirements" / "workshop.txt"
 LINK = ROOT / "build" / "wheelhouse"
 
 # Portable CPU flags per architecture (no -march=native, so no AMX and no surprise instructions).
+# On Linux x86_64 the AVX-512 kernels this machine's CPU has are added (x86_extensions): measured on a 2-core
+# Xeon with AVX-512, prompt prefill 137 -> 205 tokens/s and decode 24.7 -> 28 tokens/s for the 0.5B chat model.
 FLAGS: dict[tuple[str, str], str] = {
     ("Linux", "x86_64"): "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON",
     # Graviton2 is Neoverse-N1 (armv8.2-a + dotprod + fp16); Graviton3/4 run this too.
@@ -48,6 +51,32 @@ def pinned_version() -> str:
     return m.group(1)
 
 
+# ggml's x86 options beyond AVX2, each with the /proc/cpuinfo flags it needs, in the order they are added.
+# AMX stays off: ggml's AMX kernels segfault on every prompt longer than one token (see the module docstring).
+X86_EXTENSIONS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("-DGGML_AVX_VNNI=ON", frozenset({"avx_vnni"})),
+    ("-DGGML_AVX512=ON", frozenset({"avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"})),
+    ("-DGGML_AVX512_VBMI=ON", frozenset({"avx512f", "avx512vbmi"})),
+    ("-DGGML_AVX512_VNNI=ON", frozenset({"avx512f", "avx512_vnni"})),
+    ("-DGGML_AVX512_BF16=ON", frozenset({"avx512f", "avx512_bf16"})),
+)
+
+
+def x86_extensions(cpu_flags: set[str]) -> str:
+    """The ggml options for the instruction sets these CPU flags (from /proc/cpuinfo) say the machine has."""
+    return " ".join(option for option, needs in X86_EXTENSIONS if needs <= cpu_flags)
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The first processor's flags in /proc/cpuinfo (empty where there is no such file)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return set()
+    m = re.search(r"^flags\s*:(.*)$", text, re.M)
+    return set(m.group(1).split()) if m else set()
+
+
 def cmake_args() -> str:
     """The build flags for this machine, or an explanation when the platform is unknown."""
     key = (platform.system(), platform.machine())
@@ -55,6 +84,8 @@ def cmake_args() -> str:
         return os.environ["CMAKE_ARGS"]
     if key not in FLAGS:
         sys.exit(f"No portable llama.cpp build flags known for {key}; set CMAKE_ARGS yourself and re-run.")
+    if key == ("Linux", "x86_64"):
+        return " ".join(part for part in (FLAGS[key], x86_extensions(cpu_flags())) if part)
     return FLAGS[key]
 
 

@@ -38,8 +38,10 @@ def server_config(settings: Settings, model_name: str, alias: str, port: int, em
         # state after a prompt, about 12 KB per token (the judge's ~960-token prompt: 11 MB). 64 MB keeps the last
         # few: the judge's prompt with three other prompts between its calls still hit (48 MB used, nothing
         # evicted; at 32 MB entries were evicted), and the server holds up to 190 MB less than with 256 MB.
+        # flash_attn: llama.cpp's fused attention, 7 % more prompt tokens/s here (217 -> 232 for a 433-token prompt,
+        # median of six; decode unchanged), which is the agent's time to first token.
         model.update({"n_ctx": settings.chat_context, "chat_format": CHAT_FORMAT, "logits_all": False,
-                      "cache": True, "cache_type": "ram", "cache_size": PROMPT_CACHE_BYTES})
+                      "cache": True, "cache_type": "ram", "cache_size": PROMPT_CACHE_BYTES, "flash_attn": True})
     key = settings.model_server_api_key
     return {
         "host": settings.host,
