@@ -286,3 +286,38 @@ def test_the_server_builds_its_prompt_cache_as_a_family_cache(monkeypatch):
     llama_server.use_prompt_family_cache()  # idempotent: not a subclass of a subclass
     assert llama_cpp.LlamaRAMCache.__name__ == "PromptFamilyCache"
     assert llama_cpp.LlamaRAMCache.__mro__[1] is llama_cpp.llama_cache.LlamaRAMCache
+
+
+def test_greedy_grammar_decoding_through_the_shortlist_writes_the_same_replies(isolated_settings, monkeypatch):
+    import json
+
+    from llama_cpp import Llama, LlamaGrammar
+
+    from helpers.layers.agent import rag_metrics
+    from helpers.layers.models import fetch
+    from services.llama_server import sampling
+
+    llm = Llama(model_path=str(fetch(isolated_settings.chat_model)), n_ctx=1024, n_threads=isolated_settings.threads,
+                verbose=False)
+    grammar = LlamaGrammar.from_json_schema(json.dumps(rag_metrics.statements_schema()), verbose=False)
+    prompts = [rag_metrics.ragas_prompt("statements", {"question": q, "answer": a}) for q, a in (
+        ("Why is my GPU pod Pending?", "No GPU node pool matches the pod's tolerations, so Karpenter cannot place it."),
+        ("What does HNSW do?", "HNSW builds a layered graph; a search walks it from the top layer down [1]."))]
+
+    def replies() -> list[str]:
+        return [llm.create_completion(p, max_tokens=48, temperature=0, repeat_penalty=1.1, grammar=grammar)
+                ["choices"][0]["text"] for p in prompts]
+
+    stock = replies()
+    decided = []
+    real_shortlist_token = sampling.shortlist_token
+    monkeypatch.setattr(sampling, "shortlist_token", lambda *a, **k: decided.append(real_shortlist_token(*a, **k))
+                        or decided[-1])
+    monkeypatch.setattr(Llama, "sample", Llama.sample)  # put back after the test
+    sampling.use_greedy_grammar_shortlist()
+    assert replies() == stock, "the shortlist must pick exactly the tokens of the full pass"
+    assert all(json.loads(r)["statements"] for r in stock)
+    assert decided and sum(t is not None for t in decided) / len(decided) > 0.5, "the shortlist rarely decided"
+    asked = len(decided)
+    free = llm.create_completion(prompts[0], max_tokens=8, temperature=0)["choices"][0]["text"]
+    assert free and len(decided) == asked, "without a grammar the stock path runs"

@@ -33,6 +33,10 @@
    entry it shares at least FAMILY_PREFIX_TOKENS leading tokens with (the newer one serves every lookup the older
    one served up to that shared prefix).
 
+6. Grammar decoding: at temperature 0 with a grammar (the judge's JSON schemas), services.llama_server.sampling
+   picks the token from a shortlist of the highest logits first, provably the same token as the full-vocabulary
+   pass, which then runs only when the shortlist cannot decide.
+
 Everything else (routes, API key auth, streaming, /v1/models) is llama_cpp.server.app unchanged.
 """
 
@@ -240,9 +244,11 @@ def create_app(config_file: str) -> Any:
     """llama_cpp.server's FastAPI app for this config, with the tool-call handler and the 404 check."""
     from llama_cpp.server.app import create_app as llama_create_app
 
+    from services.llama_server.sampling import use_greedy_grammar_shortlist
     from services.llama_server.tool_calls import register
 
     register()
+    use_greedy_grammar_shortlist()
     server_settings, model_settings = load_config(config_file)
     if any(m.cache for m in model_settings):
         use_slim_cache_states()
