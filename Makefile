@@ -13,7 +13,7 @@ TIMED       := $(PYTHON_BASE) tools/timings.py run
 PIP_VERSION := $(shell sed -n 's/^pip==//p' requirements/tools.txt)
 
 .PHONY: help workshop system-deps setup env gateway-env phoenix-env wheelhouse models up down status lab notebooks book test test-unit \
-        checkov-env check-manifests test-services test-notebooks test-nbval test-book bench bench-agent lock reference-env clean eks eks-plan
+        checkov-env check-manifests test-services test-notebooks test-nbval test-book bench bench-readme bench-agent lock reference-env clean eks eks-plan
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -118,6 +118,9 @@ eks: env  ## notebooks 01-10 with TARGET=eks against your kubeconfig/AWS profile
 
 bench: setup  ## measure the figures the issues name (in an isolated stack it stops after; nothing is left running)
 	@$(PY) tools/bench.py
+
+bench-readme:  ## write the README's performance table from the last `make bench` (build/bench/report.json)
+	@$(PYTHON_BASE) tools/bench_report.py --readme
 
 bench-agent: setup  ## the agent's 20 questions in both routing modes; writes book/measurements/agent-routing.json (notebook 08 shows it)
 	@$(PY) tools/bench_agent.py --json book/measurements/agent-routing.json

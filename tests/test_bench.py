@@ -57,3 +57,27 @@ def processes_marked_under(folder: Path) -> list[int]:
         except (psutil.Error, OSError):
             continue
     return found
+
+
+def test_the_readme_table_is_written_from_a_saved_report_between_its_markers(tmp_path):
+    import bench_report
+
+    rows = [bench.row("agent KB answer p50", "6.7 s", "<= 8 s", True),
+            bench.row("  memory: ray-serve (9 processes)", "800 MiB | big", "reported", None),
+            bench.row("whole-stack RSS", "2.9 GB", "<= 2.5 GB", False)]
+    report = bench_report.save(rows, tmp_path / "report.json")
+    assert report["machine"]["cpus"] and report["commit"] and report["rows"] == rows
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{bench_report.START}\nold table\n{bench_report.END}\n\n## next\n")
+    bench_report.update_readme(report, readme)
+    text = readme.read_text()
+    assert "old table" not in text and text.endswith(f"{bench_report.END}\n\n## next\n")
+    assert "| agent KB answer p50 | 6.7 s | <= 8 s | ok |" in text
+    assert "| &nbsp;&nbsp;memory: ray-serve (9 processes) | 800 MiB \\| big | reported | info |" in text
+    assert "| whole-stack RSS | 2.9 GB | <= 2.5 GB | missed |" in text
+    assert f"{report['machine']['cpus']} CPUs" in text and report["commit"] in text
+    bench_report.update_readme(report, readme)  # again: still one table
+    assert readme.read_text().count("| figure | measured | goal | result |") == 1
+    readme.write_text("# no markers\n")
+    with pytest.raises(SystemExit, match="markers"):
+        bench_report.update_readme(report, readme)

@@ -208,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.only:
         rows.append(bench_warm_setup())  # `make workshop` / `make test` timings: bench_workshop
     print_rows(rows)
+    if not args.only:  # a whole run is kept (with its machine and commit) for the README's table: make bench-readme
+        import bench_report
+
+        bench_report.save(rows)
+        print(f"\nsaved {bench_report.REPORT.relative_to(ROOT)}; `make bench-readme` puts it into README.md")
     return 0 if not left else 1
 
 
