@@ -35,7 +35,7 @@ system-deps:  ## redis-server and chromium (and a compiler + cmake until the whe
 setup:  ## the environments (uv) and the verified models; llama-cpp-python builds alongside when not cached (idempotent)
 	@$(ENVS) workshop litellm phoenix --models
 
-wheelhouse:  ## build llama-cpp-python once, portably (no -march=native), into the user cache
+wheelhouse:  ## build llama-cpp-python once with explicit CPU flags (no -march=native; AVX-512 where present, never AMX) into the user cache
 	@$(PYTHON_BASE) tools/wheelhouse.py
 
 env:  ## the pinned Python environment in .venv (llama-cpp-python from the wheelhouse)

@@ -173,7 +173,7 @@ def cpu_checks() -> list[Check]:
         checks.append(Check(
             "cpu AMX", False,
             "AMX present (amx_tile): native llama.cpp builds segfault on prompts longer than one token, "
-            "so the workshop builds llama.cpp portably (GGML_NATIVE=OFF)",
+            "so the workshop builds llama.cpp with explicit flags (GGML_NATIVE=OFF; AVX-512 where present, never AMX)",
             "Nothing to do if llama_cpp came from the workshop wheelhouse (`make setup`); never install "
             "llama-cpp-python with a native (-march=native) build on this machine.", level="warning"))
     return checks
@@ -198,8 +198,8 @@ def llama_cpp_check(has_amx: bool) -> Check:
     version, _, system_info = proc.stdout.partition("\n")
     if has_amx and "AMX" in system_info:
         return Check("llama_cpp", False, f"llama_cpp {version.strip()} was built with AMX kernels, which segfault "
-                     "on this CPU", "Reinstall it from the workshop wheelhouse: `make clean setup` (portable build, "
-                     "GGML_NATIVE=OFF).")
+                     "on this CPU", "Reinstall it from the workshop wheelhouse: `make clean setup` (explicit flags, "
+                     "GGML_NATIVE=OFF, never AMX).")
     return Check("llama_cpp", True, f"llama_cpp {version.strip()} imports")
 
 
