@@ -199,12 +199,12 @@ def main() -> int:
         signal.signal(sig, request_stop)
     clean, code = False, 0
     try:
-        stopped = stop_dashboard_head()  # before Serve starts: the service is never healthy with it still running
         serve.start(
             http_options={"host": settings.host, "port": settings.serve_port},
             logging_config=SERVE_LOGGING,
         )
         serve.run(app_builder(args), name=APP_NAME, route_prefix="/", logging_config=SERVE_LOGGING)
+        stopped = stop_dashboard_head()
         print(f"ray-serve: app {APP_NAME!r} ready at http://{settings.host}:{settings.serve_port}/v1 "
               f"after {time.monotonic() - started:.1f} s (Ray CPUs: {ray_cpus(args)}, temp dir: {temp_dir}; "
               f"{'dashboard head stopped' if stopped else 'no dashboard head'})",
