@@ -38,7 +38,6 @@ from helpers.layers.ray.local import (
 
 CORE_CHECK_S = 2.0  # how often the launcher checks that Ray's gcs_server and raylet still run
 CORE_PROCESSES = ("gcs_server", "raylet")
-DASHBOARD_HEAD = "dashboard/dashboard.py"
 
 
 def ray_core_processes() -> list[Any]:
@@ -55,29 +54,6 @@ def _running(proc: Any) -> bool:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
-
-
-def stop_dashboard_head() -> int | None:
-    """Stop Ray's dashboard head (dashboard/dashboard.py); its pid, or None when there is none.
-
-    ray.init starts it even with include_dashboard=False, to serve only the usage-statistics module (usage stats
-    are off here). Nothing of the local stack talks to it: Serve's API goes through its controller, and the
-    metrics come from the raylet's dashboard agent, which stays. Neither gcs_server nor the raylet fate-shares
-    with it, and ray.shutdown skips a process that has already exited. Stopping it frees about 150 MB (issue 13)."""
-    import psutil
-
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            if not any(part.endswith(DASHBOARD_HEAD) for part in proc.cmdline()):
-                continue
-            proc.terminate()
-            proc.wait(timeout=5)
-        except psutil.TimeoutExpired:
-            proc.kill()
-        except psutil.Error:
-            continue
-        return proc.pid
-    return None
 
 
 class StopRequested(BaseException):
@@ -204,10 +180,8 @@ def main() -> int:
             logging_config=SERVE_LOGGING,
         )
         serve.run(app_builder(args), name=APP_NAME, route_prefix="/", logging_config=SERVE_LOGGING)
-        stopped = stop_dashboard_head()
         print(f"ray-serve: app {APP_NAME!r} ready at http://{settings.host}:{settings.serve_port}/v1 "
-              f"after {time.monotonic() - started:.1f} s (Ray CPUs: {ray_cpus(args)}, temp dir: {temp_dir}; "
-              f"{'dashboard head stopped' if stopped else 'no dashboard head'})",
+              f"after {time.monotonic() - started:.1f} s (Ray CPUs: {ray_cpus(args)}, temp dir: {temp_dir})",
               flush=True)
         core = ray_core_processes()
         while all(_running(p) for p in core):  # Ray's own core gone: exit, so the stack restarts the service
