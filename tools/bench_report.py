@@ -58,13 +58,13 @@ def save(rows: list[dict[str, object]], path: Path = REPORT) -> dict[str, Any]:
     """Keep one run's rows with its machine, commit and date; returns the report."""
     report = {"measured": datetime.date.today().isoformat(), "commit": commit(), "machine": machine(), "rows": rows}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1) + "\n")
+    path.write_text(json.dumps(report, indent=1, default=str) + "\n")  # a numpy number is written as text
     return report
 
 
 def cell(value: object) -> str:
     """One table cell: pipes escaped, the indent of a sub-row kept visible."""
-    text = str(value).replace("|", "\\|")
+    text = " ".join(str(value).replace("|", "\\|").split("\n"))
     return "&nbsp;&nbsp;" + text.strip() if text.startswith("  ") else text
 
 

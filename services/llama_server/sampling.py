@@ -34,7 +34,8 @@ def shortlist_token(chain: Any, ctx: Any, ridx: int, n_vocab: int, shortlist: in
     import numpy as np
 
     logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, ridx), shape=(n_vocab,))
-    top = np.argpartition(logits, -shortlist)[-shortlist:]
+    # in token-id order, as the full pass sees them: greedy keeps the first of equal maxima (the lowest id)
+    top = np.sort(np.argpartition(logits, -shortlist)[-shortlist:])
     floor = float(logits[top].min())
     data = (llama_cpp.llama_token_data * shortlist)()
     for slot, token in zip(data, top.tolist()):
