@@ -168,20 +168,22 @@ def test_stack_service_listens_on_loopback_and_stops_leaving_no_ray_process(isol
     settings = isolated_settings
     token_file = Path.home() / ".ray" / "auth_token"
     had_token_file = token_file.exists()
-    status = stack.ensure("ray-serve")
-    assert status.state == "healthy" and status.url == f"http://{settings.host}:{settings.serve_port}/v1"
-    procs = ray_processes(settings)
-    names = " ".join(" ".join(p.cmdline()) for p in procs)
-    assert "raylet" in names and "gcs_server" in names and "ServeReplica" in names
-    assert "ChatModel" not in names, "locally the chat route forwards to model-server: no second chat model"
-    replicas = [p for p in procs if p.cmdline() and p.cmdline()[0].startswith("ray::ServeReplica")]
-    assert replicas and not any(m.path.endswith("/pandas/__init__.py") or "/pandas/" in m.path
-                                for p in replicas for m in p.memory_maps()), "pandas is kept out of Ray"
-    pids = {p.pid for p in procs}
-    listening = [c.laddr.ip for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN and c.pid in pids]
-    assert listening and all(ip in ("127.0.0.1", "::ffff:127.0.0.1", "::1") for ip in listening), listening
-
-    stack.down()
+    try:
+        status = stack.ensure("ray-serve")
+        assert status.state == "healthy" and status.url == f"http://{settings.host}:{settings.serve_port}/v1"
+        procs = ray_processes(settings)
+        names = " ".join(" ".join(p.cmdline()) for p in procs)
+        assert "raylet" in names and "gcs_server" in names and "ServeReplica" in names
+        assert "ChatModel" not in names, "locally the chat route forwards to model-server: no second chat model"
+        replicas = [p for p in procs if p.cmdline() and p.cmdline()[0].startswith("ray::ServeReplica")]
+        assert replicas and not any(m.path.endswith("/pandas/__init__.py") or "/pandas/" in m.path
+                                    for p in replicas for m in p.memory_maps()), "pandas is kept out of Ray"
+        pids = {p.pid for p in procs}
+        listening = [c.laddr.ip for c in psutil.net_connections("inet")
+                     if c.status == psutil.CONN_LISTEN and c.pid in pids]
+        assert listening and all(ip in ("127.0.0.1", "::ffff:127.0.0.1", "::1") for ip in listening), listening
+    finally:  # a failed assertion above must not leave Ray running for the next test or run
+        stack.down()
     deadline = time.monotonic() + 15
     while ray_processes(settings) and time.monotonic() < deadline:
         time.sleep(0.2)
