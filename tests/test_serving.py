@@ -175,6 +175,8 @@ def test_stack_service_listens_on_loopback_and_stops_leaving_no_ray_process(isol
         names = " ".join(" ".join(p.cmdline()) for p in procs)
         assert "raylet" in names and "gcs_server" in names and "ServeReplica" in names
         assert "ChatModel" not in names, "locally the chat route forwards to model-server: no second chat model"
+        assert "log_monitor.py" in names, "replica output still reaches the service log"
+        assert "autoscaler/_private/monitor.py" not in names and "dashboard.py" not in names, "unused head processes are not started"
         replicas = [p for p in procs if p.cmdline() and p.cmdline()[0].startswith("ray::ServeReplica")]
         assert replicas and not any(m.path.endswith("/pandas/__init__.py") or "/pandas/" in m.path
                                     for p in replicas for m in p.memory_maps()), "pandas is kept out of Ray"
@@ -213,6 +215,23 @@ def test_a_killed_raylet_brings_the_whole_service_back(serve_app: Settings) -> N
 
 
 # ---------------------------------------------------------------- pure parts (no Ray)
+
+
+def test_the_head_processes_the_launcher_skips_are_still_started_by_these_methods() -> None:
+    """skip_unused_head_processes replaces two methods of Ray's head node: they must exist with these signatures
+    and be what starts the autoscaler's monitor and the dashboard's API server (a Ray upgrade that moves them
+    would otherwise bring the ~250 MB back silently, or break ray.init)."""
+    import inspect
+
+    from ray._private import node
+
+    head = inspect.getsource(node.Node.start_head_processes)
+    assert "self.start_monitor()" in head and "self.start_api_server(" in head
+    assert list(inspect.signature(node.Node.start_monitor).parameters) == ["self"]
+    assert list(inspect.signature(node.Node.start_api_server).parameters) == [
+        "self", "include_dashboard", "raise_on_failure"]
+    assert "ray._private.services.start_monitor(" in inspect.getsource(node.Node.start_monitor)
+    assert "ray._private.services.start_api_server(" in inspect.getsource(node.Node.start_api_server)
 
 
 def test_embedding_input_validation_names_the_problem() -> None:
