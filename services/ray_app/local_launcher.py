@@ -5,8 +5,8 @@ private, single-node Ray (loopback only, dashboard off, object store capped, tok
 throw-away token, its temporary folder inside the workshop state folder), starts Serve's HTTP proxy
 on 127.0.0.1:<serve_port>, deploys services.ray_app.app's application, and then watches Ray's gcs_server and
 raylet: when either dies it exits, so that the stack's supervisor starts the service again. On SIGTERM or
-SIGINT it shuts Serve and Ray down and removes Ray's temporary folder, so `stack.down()` leaves no
-raylet, gcs_server or worker behind.
+SIGINT it stops every Ray process it started (as ray.shutdown does: SIGTERM, then SIGKILL after a second) and
+removes Ray's temporary folder, so `stack.down()` leaves no raylet, gcs_server or worker behind.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -27,7 +26,6 @@ from helpers.layers.ray.local import (
     OBJECT_STORE_BYTES,
     RAY_START_ATTEMPTS,
     SERVE_LOGGING,
-    SHUTDOWN_TIMEOUT_S,
     WITHOUT_PANDAS,
     local_app_args,
     ray_cpus,
@@ -38,6 +36,7 @@ from helpers.layers.ray.local import (
 
 CORE_CHECK_S = 2.0  # how often the launcher checks that Ray's gcs_server and raylet still run
 CORE_PROCESSES = ("gcs_server", "raylet")
+RAY_GRACE_S = 1.0  # seconds a Ray process gets after SIGTERM before SIGKILL (ray.shutdown gives each the same)
 
 
 def ray_core_processes() -> list[Any]:
@@ -57,11 +56,11 @@ def _running(proc: Any) -> bool:
 
 
 class StopRequested(BaseException):
-    """SIGTERM or SIGINT arrived: stop Serve and Ray, then remove Ray's temporary folder."""
+    """SIGTERM or SIGINT arrived: stop Ray's processes, then remove Ray's temporary folder."""
 
 
-def _kill_children() -> None:
-    """Terminate every process this launcher started (then kill what is left after 5 s)."""
+def _kill_children(grace: float = 5.0) -> None:
+    """Terminate every process this launcher started (then kill what is left after `grace` seconds)."""
     import psutil
 
     children = psutil.Process().children(recursive=True)
@@ -70,7 +69,7 @@ def _kill_children() -> None:
             child.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(children, timeout=5)
+    _, alive = psutil.wait_procs(children, timeout=grace)
     for child in alive:
         try:
             child.kill()
@@ -107,26 +106,12 @@ def _print_deployment_errors() -> None:
                   flush=True)
 
 
-def _within(seconds: float, action: Any) -> None:
-    """Run action in a daemon thread and give up after `seconds` (Ray may already be going down)."""
-
-    def run() -> None:
-        try:
-            action()
-        except Exception as exc:  # stack.down() signals every Ray process at once; errors here are expected
-            print(f"{getattr(action, '__name__', 'shutdown step')}: {type(exc).__name__}: {exc}", flush=True)
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(seconds)
-
-
 def _shutdown(temp_dir: Path, clean: bool) -> None:
-    import ray
-    from ray import serve
+    """Stop Ray the way ray.shutdown stops its processes (SIGTERM, RAY_GRACE_S, then SIGKILL), all at once.
 
-    _within(SHUTDOWN_TIMEOUT_S, serve.shutdown)
-    _within(SHUTDOWN_TIMEOUT_S, ray.shutdown)
+    serve.shutdown and ray.shutdown themselves would wait on a controller and a GCS that the stack has signalled
+    together with this launcher: 7 s of timeouts, then the raylet's own 10 s drain before the stack's SIGKILL."""
+    _kill_children(RAY_GRACE_S)
     if clean:
         shutil.rmtree(temp_dir, ignore_errors=True)
     else:
@@ -212,7 +197,7 @@ def main() -> int:
         _print_deployment_errors()
         code = 1
     finally:
-        print("ray-serve: shutting down Serve and Ray", flush=True)
+        print("ray-serve: stopping Ray", flush=True)
         _shutdown(temp_dir, clean)
     print("ray-serve: stopped", flush=True)
     sys.stdout.flush()

@@ -26,7 +26,6 @@ SOCKET_PATH_LIMIT = 107  # AF_UNIX path limit; Ray puts sockets at <temp>/sessio
 SESSION_SUFFIX = len("/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store")
 APP_NAME = "workshop"  # the Serve application name on the laptop (the RayService uses the same)
 RAY_START_ATTEMPTS = 3
-SHUTDOWN_TIMEOUT_S = 3.5  # per step; stack.stop() kills what is left after 10 s
 SERVE_LOGGING = {"log_level": "WARNING", "enable_access_log": False}  # errors still reach the service log
 
 # Laptop autoscaling: the same fields as on EKS, tuned so a notebook sees a scale-up within seconds.
