@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import struct
 import time
 from pathlib import Path
@@ -176,7 +177,12 @@ def test_stack_service_listens_on_loopback_and_stops_leaving_no_ray_process(isol
         assert "raylet" in names and "gcs_server" in names and "ServeReplica" in names
         assert "ChatModel" not in names, "locally the chat route forwards to model-server: no second chat model"
         assert "log_monitor.py" in names, "replica output still reaches the service log"
-        assert "autoscaler/_private/monitor.py" not in names and "dashboard.py" not in names, "unused head processes are not started"
+        assert "dashboard/agent.py" in names, "the agent that exports the ray_serve_* metrics runs"
+        assert not re.search(r"autoscaler/(_private|v2)/monitor\.py|dashboard/dashboard\.py", names), \
+            "the unused head processes are not started"
+        time.sleep(3)  # the agent's event reporter asked for the API server's address once a second without it
+        agent_logs = list(ray_temp_dir(settings).glob("session_*/logs/dashboard_agent.log"))
+        assert agent_logs and not any("ERROR" in log.read_text() for log in agent_logs), agent_logs
         replicas = [p for p in procs if p.cmdline() and p.cmdline()[0].startswith("ray::ServeReplica")]
         assert replicas and not any(m.path.endswith("/pandas/__init__.py") or "/pandas/" in m.path
                                     for p in replicas for m in p.memory_maps()), "pandas is kept out of Ray"

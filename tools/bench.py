@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,12 +75,21 @@ def isolated_stack() -> Iterator[object]:
     os.environ.update(isolated_env())
     os.environ[ISOLATED] = "1"
     settings = config.reload_settings()
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # `kill` (or a CI timeout): still stop the stack
+
+        def stop_on_sigterm(*_: object) -> None:
+            raise SystemExit(143)
+
+        previous = signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         yield settings
     finally:
         try:
             stack.down()
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
             os.environ.clear()
             os.environ.update(saved)
             config.reload_settings()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from helpers.config import Settings
 from helpers.layers.agent import local as agent_local
@@ -36,6 +37,7 @@ class Service:
     health_check: Callable[[Settings], bool] | None = None  # instead of an HTTP GET on health_path
     warm_up: Callable[[Settings], list[str]] | None = None  # run once healthy, before callers see it (problems)
     scheme: str = "http"  # how clients address it (shown in status)
+    scratch: Callable[[Settings], Path] | None = None  # a folder it writes while running; removed when stopped
 
     def port(self, settings: Settings) -> int:
         """The port this service listens on."""
@@ -88,6 +90,9 @@ SERVICES: dict[str, Service] = {
             auth_setting="serve_api_key",
             url_path="/v1",
             start_timeout=300,  # Ray + two deployments: ~30 s on 2 idle cores; a busy machine may retry Ray
+            # Ray's session folder: the launcher removes it on SIGTERM, unless Ray's core worker exits the launcher
+            # first (it does when the raylet goes away under a connected driver), so the stack removes it too
+            scratch=ray_local.ray_temp_dir,
         ),
         Service(
             name="redis",

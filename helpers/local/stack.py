@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -120,10 +121,18 @@ def _service_processes(name: str, settings: Settings) -> list[psutil.Process]:
     return procs + [p for p in marked_processes(name, settings) if p.pid not in {q.pid for q in procs}]
 
 
+def _forget(name: str, settings: Settings) -> None:
+    """After a service's processes are gone: its record, and the scratch folder it may have left."""
+    records.record_path(stack_dir(settings), name).unlink(missing_ok=True)
+    service = get_service(name)
+    if service.scratch is not None:
+        shutil.rmtree(service.scratch(settings), ignore_errors=True)
+
+
 def _stop_locked(name: str, settings: Settings) -> bool:
     procs = _service_processes(name, settings)
     records.terminate(procs)
-    records.record_path(stack_dir(settings), name).unlink(missing_ok=True)
+    _forget(name, settings)
     return bool(procs)
 
 
@@ -311,19 +320,28 @@ def stop(name: str) -> bool:
         return _stop_locked(name, settings)
 
 
-def down() -> list[str]:
-    """Stop the supervisor, then every service at once, then sweep any stray process; the names stopped.
+LAST_TO_STOP = ("phoenix",)  # the trace store: the others export their last spans to it as they stop
 
-    All services get SIGTERM together and share one grace period (SIGKILL after it), so the stack stops in the
-    time of its slowest service, not the sum of all (25 s for the nine services of notebook 10, one by one)."""
+
+def down() -> list[str]:
+    """Stop the supervisor, then every service, then sweep any stray process; the names stopped.
+
+    The services get SIGTERM together and share one grace period (SIGKILL after it), so the stack stops in the
+    time of its slowest service, not the sum (25 s for the nine services of notebook 10, one by one); only
+    LAST_TO_STOP waits for the others."""
     settings = get_settings()
     _stop_supervisor(settings)  # first: nothing may be restarted while the stack stops
+    found: dict[str, list[psutil.Process]] = {}
     with _locked(settings):
         _stop_supervisor(settings)  # one that an ensure() elsewhere started meanwhile
-        found = {name: _service_processes(name, settings) for name in reversed(list(SERVICES))}
-        records.terminate([p for procs in found.values() for p in procs])
-        for name in found:
-            records.record_path(stack_dir(settings), name).unlink(missing_ok=True)
+        for wave in ([n for n in reversed(list(SERVICES)) if n not in LAST_TO_STOP], list(LAST_TO_STOP)):
+            seen = {p.pid for procs in found.values() for p in procs}
+            for name in wave:
+                found[name] = [p for p in _service_processes(name, settings) if p.pid not in seen]
+                seen.update(p.pid for p in found[name])
+            records.terminate([p for name in wave for p in found[name]])
+            for name in wave:
+                _forget(name, settings)
         records.terminate(marked_processes(None, settings))
     return [name for name, procs in found.items() if procs]
 

@@ -75,6 +75,10 @@ def _kill_children(grace: float = 5.0) -> None:
             child.kill()
         except psutil.NoSuchProcess:
             pass
+    psutil.wait_procs(alive, timeout=1)
+
+
+NO_DASHBOARD_ADDRESS = b"127.0.0.1:0"  # the API server's address as the agents read it: a port nothing can listen on
 
 
 def skip_unused_head_processes() -> None:
@@ -84,12 +88,19 @@ def skip_unused_head_processes() -> None:
     - The dashboard's API server: with the dashboard off it loads only the usage-statistics module, and usage
       statistics are off (RAY_USAGE_STATS_ENABLED=0).
     ray.init has no switch for either (`ray start --no-monitor` has one for the first), so the two methods of
-    Ray's head node that start them do nothing in this process. tests/test_serving.py checks that Ray 2.60 still
-    has both methods and that neither process runs."""
-    from ray._private import node
+    Ray's head node that start them do nothing in this process. The API server also writes its address into the
+    GCS, and the dashboard agent's event reporter asks for it once a second, logging an error each time, until it
+    is there: NO_DASHBOARD_ADDRESS is written instead (events it would post there were refused before too: the
+    API server without the dashboard has no /report_events). tests/test_serving.py checks that Ray 2.60 still has
+    both methods, that neither process runs, and that the agent logs no error."""
+    from ray._private import node, ray_constants
+
+    def no_api_server(self: Any, *, include_dashboard: bool | None, raise_on_failure: bool) -> None:
+        self.get_gcs_client().internal_kv_put(ray_constants.DASHBOARD_ADDRESS.encode(), NO_DASHBOARD_ADDRESS, True,
+                                              namespace=ray_constants.KV_NAMESPACE_DASHBOARD)
 
     node.Node.start_monitor = lambda self: None
-    node.Node.start_api_server = lambda self, *, include_dashboard, raise_on_failure: None
+    node.Node.start_api_server = no_api_server
 
 
 def _print_deployment_errors() -> None:
