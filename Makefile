@@ -13,7 +13,7 @@ TIMED       := $(PYTHON_BASE) tools/timings.py run
 PIP_VERSION := $(shell sed -n 's/^pip==//p' requirements/tools.txt)
 
 .PHONY: help workshop system-deps setup env gateway-env phoenix-env wheelhouse models up down status lab notebooks book test test-unit \
-        checkov-env check-manifests test-services test-notebooks test-nbval test-book bench bench-readme bench-agent lock reference-env clean eks eks-plan
+        checkov-env check-manifests test-services test-notebooks test-notebooks-local test-unit-and-eks test-nbval test-book bench bench-readme bench-agent lock reference-env clean eks eks-plan
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -74,16 +74,16 @@ notebooks: env  ## execute every notebook in order (TARGET=local) into build/exe
 book: env  ## build the Jupyter Book from the executed notebooks into build/book/
 	@$(PY) tools/build_book.py
 
-test:  ## the whole suite, each phase timed: unit, services, each notebook once per target (local checked as nbval would), book + browser
+test:  ## the whole suite, each phase timed: unit beside the eks notebooks, services, local notebooks (checked as nbval would), book + browser
 	@mkdir -p build; export WORKSHOP_TIMING_RUN=test-$$(date +%Y%m%dT%H%M%S)-$$$$ WORKSHOP_TIMING_KIND=test; \
 	$(PYTHON_BASE) tools/timings.py begin; \
 	$(TIMED) "system packages" -- $(MAKE) --no-print-directory system-deps && \
 	$(TIMED) "set-up" -- $(ENVS) workshop litellm phoenix reference checkov --models && \
 	$(TIMED) "helm" -- $(MAKE) --no-print-directory helm && \
 	$(TIMED) "manifest checks" -- $(MAKE) --no-print-directory check-manifests && \
-	$(TIMED) "unit tests" -- $(MAKE) --no-print-directory test-unit && \
+	$(TIMED) "unit tests + notebooks (eks)" -- $(MAKE) --no-print-directory test-unit-and-eks && \
 	$(TIMED) "service tests" -- $(MAKE) --no-print-directory test-services && \
-	$(TIMED) "notebooks (local + eks)" -- $(MAKE) --no-print-directory test-notebooks && \
+	$(TIMED) "notebooks (local)" -- $(MAKE) --no-print-directory test-notebooks-local && \
 	$(TIMED) "book" -- $(MAKE) --no-print-directory book && \
 	$(TIMED) "book in Chromium" -- $(MAKE) --no-print-directory test-book; rc=$$?; \
 	if [ -x $(PY) ]; then $(PY) -m helpers.local.stack down >/dev/null; fi; \
@@ -98,11 +98,24 @@ test-unit: env  ## the unit tests: no service is started (a test that starts one
 test-services: env  ## the tests that start local services (model servers, Ray, the gateway, MCP servers; slow)
 	@$(PY) -m pytest tests -m services -q --durations=15
 
-test-notebooks: env  ## each notebook once per target, side by side: local (outputs checked as nbval checks them) and eks without a cluster
-	@mkdir -p build; $(PY) -m pytest tests -m notebooks -k eks_target -q -p no:cacheprovider > build/test-notebooks-eks.log 2>&1 & eks=$$!; \
-	$(PY) -m pytest tests -m notebooks -k "not eks_target" -q -p no:cacheprovider --durations=15; local=$$?; \
+# Each pass is one pytest process that keeps about one core busy; two side by side use both of a 2-core machine.
+EKS_PASS   := $(PY) -m pytest tests -m notebooks -k eks_target -q -p no:cacheprovider
+LOCAL_PASS := $(PY) -m pytest tests -m notebooks -k "not eks_target" -q -p no:cacheprovider --durations=15
+define beside_eks_pass  # run $(1) while the eks pass runs in the background; fail if either fails
+	@mkdir -p build; $(EKS_PASS) > build/test-notebooks-eks.log 2>&1 & eks=$$!; \
+	$(1); mine=$$?; \
 	wait $$eks; e=$$?; echo "--- the eks target (build/test-notebooks-eks.log):"; tail -n 25 build/test-notebooks-eks.log; \
-	exit $$(( local || e ))
+	exit $$(( mine || e ))
+endef
+
+test-notebooks: env  ## each notebook once per target, side by side: local (outputs checked as nbval checks them) and eks without a cluster
+	$(call beside_eks_pass,$(LOCAL_PASS))
+
+test-notebooks-local: env  ## each notebook once with TARGET=local, its outputs checked against the committed ones as nbval checks them
+	@$(LOCAL_PASS)
+
+test-unit-and-eks: env  ## the unit tests, with the eks pass of the notebooks (no cluster, no service) beside them
+	$(call beside_eks_pass,$(PY) -m pytest tests -m "not notebooks and not book and not services" -q --durations=15)
 
 test-book: env  ## the built book in headless Chromium: pages render, no broken internal link, screenshot
 	@$(PY) -m pytest tests -m book -q
