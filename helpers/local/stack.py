@@ -112,28 +112,22 @@ def _is_healthy(service: Service, settings: Settings, timeout: float = 2.0) -> b
 def _service_processes(name: str, settings: Settings) -> list[psutil.Process]:
     """The recorded process of a service, its children, and any process marked as the service's."""
     proc = records.live_process(_read_record(name, settings))
-    procs: list[psutil.Process] = []
-    if proc is not None:
-        try:
-            procs = [proc, *proc.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            procs = []
+    try:
+        procs = [proc, *proc.children(recursive=True)] if proc is not None else []
+    except psutil.NoSuchProcess:
+        procs = []
     return procs + [p for p in marked_processes(name, settings) if p.pid not in {q.pid for q in procs}]
 
 
-def _forget(name: str, settings: Settings) -> None:
-    """After a service's processes are gone: its record, and the scratch folder it may have left."""
-    records.record_path(stack_dir(settings), name).unlink(missing_ok=True)
-    service = get_service(name)
-    if service.scratch is not None:
-        shutil.rmtree(service.scratch(settings), ignore_errors=True)
-
-
-def _stop_locked(name: str, settings: Settings) -> bool:
-    procs = _service_processes(name, settings)
-    records.terminate(procs)
-    _forget(name, settings)
-    return bool(procs)
+def _stop_locked(*names: str, settings: Settings) -> list[str]:
+    """Stop these services together (one grace period), forget their records and scratch folders; those stopped."""
+    found = {name: _service_processes(name, settings) for name in names}
+    records.terminate(list({p.pid: p for procs in found.values() for p in procs}.values()))
+    for name in names:
+        records.record_path(stack_dir(settings), name).unlink(missing_ok=True)
+        if (scratch := get_service(name).scratch) is not None:
+            shutil.rmtree(scratch(settings), ignore_errors=True)
+    return [name for name in names if found[name]]
 
 
 def _spawn(name: str, argv: list[str], env: dict[str, str], settings: Settings) -> subprocess.Popen:
@@ -170,13 +164,13 @@ def _wait_healthy(service: Service, settings: Settings, proc: psutil.Process, ti
             _warm_up(service, settings)
             return
         if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
-            _stop_locked(service.name, settings)  # a start that failed is reported, not retried behind the caller
+            _stop_locked(service.name, settings=settings)  # a start that failed is reported, not retried behind the caller
             raise StackError(
                 f"{service.name} exited during start-up. Last lines of its log "
                 f"({log_path(service.name, settings)}):\n{tail(service.name, 20, settings)}"
             )
         time.sleep(0.1)
-    _stop_locked(service.name, settings)
+    _stop_locked(service.name, settings=settings)
     raise StackError(
         f"{service.name} did not become healthy within {timeout:.0f} s; it was stopped. "
         f"Last lines of its log:\n{tail(service.name, 20, settings)}\n"
@@ -281,7 +275,7 @@ def ensure(name: str, timeout: float | None = None) -> ServiceStatus:
         elif record is not None:
             reason = records.describe_exit(records.exit_status(record))
         restarts = records.next_restarts(record, reason) if record else None
-        _stop_locked(name, settings)  # clears a stale record and any stray process of this service
+        _stop_locked(name, settings=settings)  # clears a stale record and any stray process of this service
         proc = _start_locked(service, settings, restarts)
         _wait_healthy(service, settings, proc, timeout or service.start_timeout)
         _ensure_supervisor(settings)
@@ -301,7 +295,7 @@ def restart(name: str, reason: str = "exit status unknown") -> ServiceStatus | N
         if record is None or records.live_process(record) is not None:
             return None  # stopped on purpose meanwhile, or started again by someone else
         restarts = records.next_restarts(record, reason)
-        _stop_locked(name, settings)
+        _stop_locked(name, settings=settings)
         try:
             proc = _start_locked(service, settings, restarts)
             _wait_healthy(service, settings, proc, service.start_timeout)
@@ -317,7 +311,7 @@ def stop(name: str) -> bool:
     settings = get_settings()
     get_service(name)
     with _locked(settings):
-        return _stop_locked(name, settings)
+        return bool(_stop_locked(name, settings=settings))
 
 
 LAST_TO_STOP = ("phoenix",)  # the trace store: the others export their last spans to it as they stop
@@ -326,24 +320,16 @@ LAST_TO_STOP = ("phoenix",)  # the trace store: the others export their last spa
 def down() -> list[str]:
     """Stop the supervisor, then every service, then sweep any stray process; the names stopped.
 
-    The services get SIGTERM together and share one grace period (SIGKILL after it), so the stack stops in the
-    time of its slowest service, not the sum (25 s for the nine services of notebook 10, one by one); only
-    LAST_TO_STOP waits for the others."""
+    The services get SIGTERM together and share one grace period, so the stack stops in the time of its slowest
+    service, not the sum (25 s for notebook 10's nine, one by one); LAST_TO_STOP waits for the others."""
     settings = get_settings()
     _stop_supervisor(settings)  # first: nothing may be restarted while the stack stops
-    found: dict[str, list[psutil.Process]] = {}
     with _locked(settings):
         _stop_supervisor(settings)  # one that an ensure() elsewhere started meanwhile
-        for wave in ([n for n in reversed(list(SERVICES)) if n not in LAST_TO_STOP], list(LAST_TO_STOP)):
-            seen = {p.pid for procs in found.values() for p in procs}
-            for name in wave:
-                found[name] = [p for p in _service_processes(name, settings) if p.pid not in seen]
-                seen.update(p.pid for p in found[name])
-            records.terminate([p for name in wave for p in found[name]])
-            for name in wave:
-                _forget(name, settings)
+        stopped = _stop_locked(*[n for n in reversed(list(SERVICES)) if n not in LAST_TO_STOP], settings=settings)
+        stopped += _stop_locked(*LAST_TO_STOP, settings=settings)
         records.terminate(marked_processes(None, settings))
-    return [name for name, procs in found.items() if procs]
+    return stopped
 
 
 def up(names: tuple[str, ...] | list[str] = DEFAULT_SERVICES) -> list[ServiceStatus]:
