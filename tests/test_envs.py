@@ -96,9 +96,9 @@ class FakeInstaller:
         env.dir.mkdir(parents=True, exist_ok=True)
         self.log.append(f"create {env.name}")
 
-    def install(self, env: envs.Env, args: list[str]) -> None:
+    def install(self, env: envs.Env, args: list[str], last: bool = False) -> None:
         shown = [Path(a).name if "/" in a else a for a in args]
-        self.log.append(f"install {env.name} {' '.join(shown)}")
+        self.log.append(f"install {env.name} {' '.join(shown)}" + (" [+bytecode]" if last else ""))
 
 
 class FakeBuild:
@@ -142,12 +142,12 @@ def test_the_wheel_builds_while_the_environments_install(fake_root: list[str], m
         "create workshop", "install workshop -r workshop-without-llama-cpp-python.txt",
         "install workshop --no-deps --no-build-isolation -e " + envs.ROOT.name,
         "models with workshop",
-        "create litellm", "install litellm -r litellm.txt",
+        "create litellm", "install litellm -r litellm.txt [+bytecode]",
         "build joined",
         "install workshop --only-binary llama-cpp-python --find-links wheelhouse -r workshop.txt",
         "install workshop --only-binary llama-cpp-python --find-links wheelhouse --force-reinstall --no-deps "
-        "llama-cpp-python==" + envs.wheelhouse.pinned_version(),
-    ]
+        "llama-cpp-python==" + envs.wheelhouse.pinned_version() + " [+bytecode]",
+    ], "each environment is compiled to bytecode once, with its last install"
     assert all(e.stamp().exists() for e in envs.ENVS.values())
     phases = [r["phase"] for r in timings.read()]
     assert phases == ["installer", "environment .venv", "models", "environment .venvs/litellm",
@@ -174,7 +174,7 @@ def test_a_cached_wheel_is_installed_at_once_and_a_current_environment_is_left_a
                          "install workshop --only-binary llama-cpp-python --find-links wheelhouse -r workshop.txt",
                          "install workshop --only-binary llama-cpp-python --find-links wheelhouse --force-reinstall "
                          "--no-deps llama-cpp-python==" + envs.wheelhouse.pinned_version(),
-                         "install workshop --no-deps --no-build-isolation -e " + envs.ROOT.name]
+                         "install workshop --no-deps --no-build-isolation -e " + envs.ROOT.name + " [+bytecode]"]
 
 
 def test_background_build_reports_its_own_failure(tmp_path: Path, timings_file: Path):
@@ -236,7 +236,10 @@ def test_uv_and_pip_install_the_same_files_with_the_same_options(kind: str, monk
     installer = envs.Installer()
     env = envs.ENVS["workshop"]
     installer.install(env, [*envs.wheel_args(), "-r", "requirements/workshop.txt"])
-    [cmd] = ran
+    installer.install(env, ["-e", "."], last=True)
+    cmd, last = ran
+    assert ("--compile-bytecode" in last) == (kind == "uv"), "uv compiles once, at the end; pip compiles as it installs"
+    assert "--compile-bytecode" not in cmd
     tail = ["--only-binary", "llama-cpp-python", "--find-links", str(ROOT / "build" / "wheelhouse"),
             "-r", "requirements/workshop.txt"]
     assert cmd[-len(tail):] == tail

@@ -220,10 +220,15 @@ class Installer:
                 self.run([sys.executable, "-m", "venv", str(env.dir)], env.name)
         self.install(env, seed_pins())
 
-    def install(self, env: Env, args: list[str]) -> None:
-        """`pip install ARGS` into the environment, with uv or pip."""
+    def install(self, env: Env, args: list[str], last: bool = False) -> None:
+        """`pip install ARGS` into the environment, with uv or pip; `last`: the environment's last install.
+
+        pip compiles what it installs to bytecode; uv leaves that to the first import, which never writes it where
+        PYTHONDONTWRITEBYTECODE is set (as in CI): every process, each Ray worker too, then compiles Ray, LiteLLM or
+        Phoenix again on each start. So uv compiles the whole environment once, with its last install."""
         if self.uv:
-            cmd = [str(self.uv), "pip", "install", "--quiet", "--python", str(env.python), *self.source_args, *args]
+            cmd = [str(self.uv), "pip", "install", "--quiet", *(["--compile-bytecode"] if last else []),
+                   "--python", str(env.python), *self.source_args, *args]
         else:
             cmd = [str(env.python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *args]
         self.run(cmd, env.name)
@@ -325,25 +330,26 @@ def install_env(installer: Installer, env: Env, wheel_ready: bool = True) -> Non
         installer.install(env, ["-r", str(requirements_without_llama(env))])
         installer.install(env, ["--no-deps", "--no-build-isolation", "-e", str(ROOT)])
         return
-    installer.install(env, [*(wheel_args() if env.workshop else []), "-r", str(ROOT / env.requirements)])
+    installer.install(env, [*(wheel_args() if env.workshop else []), "-r", str(ROOT / env.requirements)],
+                      last=not env.workshop)
     if env.workshop:
         reinstall_wheel(installer, env)
-        installer.install(env, ["--no-deps", "--no-build-isolation", "-e", str(ROOT)])
+        installer.install(env, ["--no-deps", "--no-build-isolation", "-e", str(ROOT)], last=True)
     mark_installed(env)
 
 
-def reinstall_wheel(installer: Installer, env: Env) -> None:
+def reinstall_wheel(installer: Installer, env: Env, last: bool = False) -> None:
     """Install the wheelhouse's llama-cpp-python over the one there: the same version built with other CPU flags
     is another wheel, which an installer that compares versions only would keep (a few seconds)."""
     installer.install(env, [*wheel_args(), "--force-reinstall", "--no-deps",
-                            f"llama-cpp-python=={wheelhouse.pinned_version()}"])
+                            f"llama-cpp-python=={wheelhouse.pinned_version()}"], last=last)
 
 
 def add_wheel(installer: Installer, env: Env) -> None:
     """The workshop environment's last step once the wheel exists: its whole requirement file, llama-cpp-python
     included (everything else is already there, so this checks the full set and installs the wheel)."""
     installer.install(env, [*wheel_args(), "-r", str(ROOT / env.requirements)])
-    reinstall_wheel(installer, env)
+    reinstall_wheel(installer, env, last=True)
     mark_installed(env)
 
 
