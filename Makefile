@@ -16,7 +16,7 @@ PIP_VERSION := $(shell sed -n 's/^pip==//p' requirements/tools.txt)
         checkov-env check-manifests test-services test-notebooks test-notebooks-local test-unit-and-eks test-nbval test-book bench bench-readme bench-agent lock reference-env clean eks eks-plan
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 
 workshop:  ## system packages, set-up, the local stack, every notebook, the book; ends with where the time went
 	@mkdir -p build; export WORKSHOP_TIMING_RUN=workshop-$$(date +%Y%m%dT%H%M%S)-$$$$ WORKSHOP_TIMING_KIND=workshop; \
@@ -92,8 +92,10 @@ test:  ## the whole suite, each phase timed: unit beside the eks notebooks, serv
 helm: env  ## helm v4 + kubectl (x86_64 Linux, sha256-pinned) into .venvs/bin for the chart tests; elsewhere they skip
 	@$(PY) tools/helm.py .venvs/bin
 
+UNIT_PASS  := $(PY) -m pytest tests -m "not notebooks and not book and not services" -q --durations=15
+
 test-unit: env  ## the unit tests: no service is started (a test that starts one fails unless marked `services`)
-	@$(PY) -m pytest tests -m "not notebooks and not book and not services" -q --durations=15
+	@$(UNIT_PASS)
 
 test-services: env  ## the tests that start local services (model servers, Ray, the gateway, MCP servers; slow)
 	@$(PY) -m pytest tests -m services -q --durations=15
@@ -115,7 +117,7 @@ test-notebooks-local: env  ## each notebook once with TARGET=local, its outputs 
 	@$(LOCAL_PASS)
 
 test-unit-and-eks: env  ## the unit tests, with the eks pass of the notebooks (no cluster, no service) beside them
-	$(call beside_eks_pass,$(PY) -m pytest tests -m "not notebooks and not book and not services" -q --durations=15)
+	$(call beside_eks_pass,$(UNIT_PASS))
 
 test-book: env  ## the built book in headless Chromium: pages render, no broken internal link, screenshot
 	@$(PY) -m pytest tests -m book -q

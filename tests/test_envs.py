@@ -172,9 +172,9 @@ def test_a_cached_wheel_is_installed_at_once_and_a_current_environment_is_left_a
     envs.install(["workshop", "litellm"])
     assert fake_root == ["wheel linked", "create workshop",
                          "install workshop --only-binary llama-cpp-python --find-links wheelhouse -r workshop.txt",
+                         "install workshop --no-deps --no-build-isolation -e " + envs.ROOT.name,
                          "install workshop --only-binary llama-cpp-python --find-links wheelhouse --force-reinstall "
-                         "--no-deps llama-cpp-python==" + envs.wheelhouse.pinned_version(),
-                         "install workshop --no-deps --no-build-isolation -e " + envs.ROOT.name + " [+bytecode]"]
+                         "--no-deps llama-cpp-python==" + envs.wheelhouse.pinned_version() + " [+bytecode]"]
 
 
 def test_background_build_reports_its_own_failure(tmp_path: Path, timings_file: Path):

@@ -75,21 +75,24 @@ def isolated_stack() -> Iterator[object]:
     os.environ.update(isolated_env())
     os.environ[ISOLATED] = "1"
     settings = config.reload_settings()
-    previous = None
-    if threading.current_thread() is threading.main_thread():  # `kill` (or a CI timeout): still stop the stack
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM)
+    if main_thread:  # `kill` (or a CI timeout): still stop the stack
 
         def stop_on_sigterm(*_: object) -> None:
             raise SystemExit(143)
 
-        previous = signal.signal(signal.SIGTERM, stop_on_sigterm)
+        signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         yield settings
     finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the stop short
         try:
             stack.down()
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
             os.environ.clear()
             os.environ.update(saved)
             config.reload_settings()

@@ -225,7 +225,8 @@ class Installer:
 
         pip compiles what it installs to bytecode; uv leaves that to the first import, which never writes it where
         PYTHONDONTWRITEBYTECODE is set (as in CI): every process, each Ray worker too, then compiles Ray, LiteLLM or
-        Phoenix again on each start. So uv compiles the whole environment once, with its last install."""
+        Phoenix again on each start. So uv compiles the whole environment once, with its last install (uv skips
+        that step when an install has nothing to do)."""
         if self.uv:
             cmd = [str(self.uv), "pip", "install", "--quiet", *(["--compile-bytecode"] if last else []),
                    "--python", str(env.python), *self.source_args, *args]
@@ -332,9 +333,9 @@ def install_env(installer: Installer, env: Env, wheel_ready: bool = True) -> Non
         return
     installer.install(env, [*(wheel_args() if env.workshop else []), "-r", str(ROOT / env.requirements)],
                       last=not env.workshop)
-    if env.workshop:
-        reinstall_wheel(installer, env)
-        installer.install(env, ["--no-deps", "--no-build-isolation", "-e", str(ROOT)], last=True)
+    if env.workshop:  # the forced reinstall always installs something, so uv's compile step runs with it
+        installer.install(env, ["--no-deps", "--no-build-isolation", "-e", str(ROOT)])
+        reinstall_wheel(installer, env, last=True)
     mark_installed(env)
 
 

@@ -119,13 +119,13 @@ def _service_processes(name: str, settings: Settings) -> list[psutil.Process]:
     return procs + [p for p in marked_processes(name, settings) if p.pid not in {q.pid for q in procs}]
 
 
-def _stop_locked(*names: str, settings: Settings) -> list[str]:
+def _stop_locked(*names: str, settings: Settings, keep_scratch: bool = False) -> list[str]:
     """Stop these services together (one grace period), forget their records and scratch folders; those stopped."""
     found = {name: _service_processes(name, settings) for name in names}
     records.terminate(list({p.pid: p for procs in found.values() for p in procs}.values()))
     for name in names:
         records.record_path(stack_dir(settings), name).unlink(missing_ok=True)
-        if (scratch := get_service(name).scratch) is not None:
+        if (scratch := get_service(name).scratch) is not None and not keep_scratch:
             shutil.rmtree(scratch(settings), ignore_errors=True)
     return [name for name in names if found[name]]
 
@@ -164,13 +164,13 @@ def _wait_healthy(service: Service, settings: Settings, proc: psutil.Process, ti
             _warm_up(service, settings)
             return
         if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
-            _stop_locked(service.name, settings=settings)  # a start that failed is reported, not retried behind the caller
+            _stop_locked(service.name, settings=settings, keep_scratch=True)  # reported, not retried; logs kept
             raise StackError(
                 f"{service.name} exited during start-up. Last lines of its log "
                 f"({log_path(service.name, settings)}):\n{tail(service.name, 20, settings)}"
             )
         time.sleep(0.1)
-    _stop_locked(service.name, settings=settings)
+    _stop_locked(service.name, settings=settings, keep_scratch=True)
     raise StackError(
         f"{service.name} did not become healthy within {timeout:.0f} s; it was stopped. "
         f"Last lines of its log:\n{tail(service.name, 20, settings)}\n"
