@@ -28,20 +28,13 @@ VERDICTS = {True: "ok", False: "missed", None: "info"}
 
 
 def machine() -> dict[str, Any]:
-    """What the figures were measured on: CPU model and count, memory, system."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError, AttributeError):
-        memory = 0.0
-    return {"cpu": cpu, "cpus": os.cpu_count(), "memory_gib": round(memory, 1),
+    """What the figures were measured on: CPU model and count, memory, system (runs in the workshop environment)."""
+    import psutil
+
+    sys.path.insert(0, str(ROOT))
+    from helpers.layers.vllm.benchmark.report import cpu_model
+
+    return {"cpu": cpu_model(), "cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
             "system": f"{platform.system()} {platform.machine()}"}
 
 

@@ -32,7 +32,8 @@ def cost_per_million_output_tokens(hourly_usd: Decimal | float, output_tokens_pe
     return (Decimal(str(hourly_usd)) / per_hour * 1_000_000).quantize(Decimal("0.0001"))
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo; elsewhere what platform knows)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -62,7 +63,7 @@ def environment_stamp(endpoint: Endpoint, settings: Settings | None = None, inst
         model_file = settings.chat_model
     return {
         "when_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "hardware": {"machine": platform.machine(), "cpu": _cpu_model(), "logical_cpus": os.cpu_count(),
+        "hardware": {"machine": platform.machine(), "cpu": cpu_model(), "logical_cpus": os.cpu_count(),
                      "usable_cpus": settings.threads, "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
                      "system": f"{platform.system()} {platform.release()}"},
         "model": {"served_name": endpoint.model, "registry_file": model_file, "threads": settings.threads},
