@@ -126,7 +126,7 @@ def _shutdown(temp_dir: Path, clean: bool) -> None:
     if clean:
         shutil.rmtree(temp_dir, ignore_errors=True)
     else:
-        print(f"Ray's logs are kept in {temp_dir} for diagnosis.", flush=True)
+        print(f"Ray's logs stay in {temp_dir} until ray-serve starts again (each start clears it).", flush=True)
 
 
 def main() -> int:
